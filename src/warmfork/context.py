@@ -1,0 +1,76 @@
+"""The "warmfork" start method: context, process class, registration.
+
+Shaped after the stdlib's ForkServerContext/ForkServerProcess and loky's
+LokyContext.  Registering puts one entry in multiprocessing's table of
+concrete contexts, so multiprocessing.get_context("warmfork") and
+set_start_method("warmfork") work like the stdlib's own methods.
+"""
+import threading
+
+from multiprocessing import context as _mp_context
+from multiprocessing import process
+
+__all__ = ["WarmforkContext", "WarmforkProcess", "get_context",
+           "set_preload", "current_preload", "DEFAULT_PRELOAD"]
+
+# Preloading __main__ in the server means children do not re-run the
+# parent's script at every start, as spawn and forkserver children do.
+DEFAULT_PRELOAD = ("__main__",)
+_preload = list(DEFAULT_PRELOAD)
+_preload_lock = threading.Lock()
+
+
+def set_preload(module_names):
+    """Set the modules the server imports before it forks any child.
+
+    Takes effect at the next start: a new server is started for a new set.
+    """
+    if not all(isinstance(name, str) for name in module_names):
+        raise TypeError("module_names must be a list of strings")
+    with _preload_lock:
+        _preload[:] = module_names
+
+
+def current_preload():
+    """Return the preload list as a tuple."""
+    with _preload_lock:
+        return tuple(_preload)
+
+
+class WarmforkProcess(process.BaseProcess):
+    _start_method = "warmfork"
+
+    @staticmethod
+    def _Popen(process_obj):
+        from .popen_warmfork import Popen
+        return Popen(process_obj)
+
+
+class WarmforkContext(_mp_context.BaseContext):
+    _name = "warmfork"
+    Process = WarmforkProcess
+
+    def set_forkserver_preload(self, module_names):
+        """Set the warmfork server's preload list (the stdlib's spelling)."""
+        set_preload(module_names)
+
+    def _check_available(self):
+        from multiprocessing import reduction
+        if not reduction.HAVE_SEND_HANDLE:
+            raise ValueError("warmfork start method not available")
+
+
+def _register():
+    ctx = _mp_context._concrete_contexts.get("warmfork")
+    if not isinstance(ctx, WarmforkContext):
+        # So that multiprocessing.get_context("warmfork") finds us.
+        ctx = _mp_context._concrete_contexts["warmfork"] = WarmforkContext()
+    return ctx
+
+
+_context = _register()
+
+
+def get_context():
+    """Return the warmfork context (the same as get_context("warmfork"))."""
+    return _context
