@@ -1,0 +1,174 @@
+"""One timed sample of each figure, for a context or for bare os.fork().
+
+Every function returns one number: nanoseconds (``time.perf_counter_ns``)
+for the timed figures, kB for ``uss``.  Set-up and clean-up (pipes,
+``join``) stay outside the timed region unless they are the figure.
+"""
+
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.connection import wait
+
+from . import payloads
+
+__all__ = ["CASES", "UNITS", "supports", "sample"]
+
+# case -> what one sample is
+CASES = {
+    "start": "start() until the parent reads a byte the child's target wrote",
+    "roundtrip": "start() + join() of a no-op process",
+    "throughput": "N no-op processes, at most `alive` alive at once",
+    "pool": "ProcessPoolExecutor(2 workers, max_tasks_per_child=1), N tasks",
+    "uss": "private memory (USS) of a child that used numpy",
+}
+UNITS = {"uss": "kB"}
+
+
+def supports(case, spec):
+    """Return True when case can be measured with method spec."""
+    from .methods import RAW, base
+
+    name = base(spec)
+    if case == "pool":
+        # ProcessPoolExecutor refuses max_tasks_per_child with 'fork'.
+        return name not in (RAW, "fork")
+    if case == "uss":
+        return name != RAW
+    return True
+
+
+def sample(case, ctx, opts, target=None):
+    """Return one sample of case; ctx None means bare os.fork()."""
+    if case == "start":
+        return _start(ctx, target) if ctx else _raw_start()
+    if case == "roundtrip":
+        return _roundtrip(ctx) if ctx else _raw_roundtrip()
+    if case == "throughput":
+        n, alive = opts["procs"], opts["alive"]
+        return _throughput(ctx, n, alive) if ctx else _raw_throughput(n, alive)
+    if case == "pool":
+        return _pool(ctx, opts["tasks"])
+    if case == "uss":
+        return _uss(ctx)
+    raise ValueError(f"unknown case {case!r}")
+
+
+def _start(ctx, target):
+    parent_r, child_w = ctx.Pipe(duplex=False)
+    if target is None:
+        p = ctx.Process(target=child_w.send_bytes, args=(b"x",))
+    else:
+        p = ctx.Process(target=target, args=(child_w,))
+    try:
+        t0 = time.perf_counter_ns()
+        p.start()
+        parent_r.recv_bytes()
+        t1 = time.perf_counter_ns()
+        p.join()
+    finally:
+        parent_r.close()
+        child_w.close()
+    _check(p)
+    return t1 - t0
+
+
+def _raw_start():
+    parent_r, child_w = os.pipe()
+    try:
+        t0 = time.perf_counter_ns()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.write(child_w, b"x")
+            finally:
+                os._exit(0)
+        os.read(parent_r, 1)
+        t1 = time.perf_counter_ns()
+        os.waitpid(pid, 0)
+    finally:
+        os.close(parent_r)
+        os.close(child_w)
+    return t1 - t0
+
+
+def _roundtrip(ctx):
+    p = ctx.Process()
+    t0 = time.perf_counter_ns()
+    p.start()
+    p.join()
+    t1 = time.perf_counter_ns()
+    _check(p)
+    return t1 - t0
+
+
+def _raw_roundtrip():
+    t0 = time.perf_counter_ns()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return time.perf_counter_ns() - t0
+
+
+def _throughput(ctx, n, alive):
+    live = {}  # sentinel -> process
+    started = 0
+    t0 = time.perf_counter_ns()
+    while started < n or live:
+        while started < n and len(live) < alive:
+            p = ctx.Process()
+            p.start()
+            live[p.sentinel] = p
+            started += 1
+        for sentinel in wait(list(live)):
+            p = live.pop(sentinel)
+            p.join()
+            _check(p)
+            p.close()
+    return time.perf_counter_ns() - t0
+
+
+def _raw_throughput(n, alive):
+    live = set()
+    started = 0
+    t0 = time.perf_counter_ns()
+    while started < n or live:
+        while started < n and len(live) < alive:
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            live.add(pid)
+            started += 1
+        # Only our children exit here: servers and trackers stay alive.
+        pid, _ = os.waitpid(-1, 0)
+        live.discard(pid)
+    return time.perf_counter_ns() - t0
+
+
+def _pool(ctx, tasks):
+    t0 = time.perf_counter_ns()
+    with ProcessPoolExecutor(max_workers=2, mp_context=ctx,
+                             max_tasks_per_child=1) as ex:
+        for _ in ex.map(abs, range(tasks)):
+            pass
+    return time.perf_counter_ns() - t0
+
+
+def _uss(ctx):
+    parent_r, child_w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=payloads.report_uss, args=(child_w,))
+    try:
+        p.start()
+        kb = parent_r.recv()
+        p.join()
+    finally:
+        parent_r.close()
+        child_w.close()
+    _check(p)
+    return kb
+
+
+def _check(p):
+    if p.exitcode != 0:
+        raise RuntimeError(f"benchmark child {p.pid} exited with {p.exitcode}")

@@ -1,0 +1,58 @@
+"""The issue's targets, as ratios read from one run's rows (never asserted)."""
+
+from .methods import RAW, base
+
+__all__ = ["evaluate"]
+
+
+def _p50(rows, figure, method, by_base=False):
+    for r in rows:
+        if r["figure"] != figure:
+            continue
+        if r["method"] == method or by_base and base(r["method"]) == method:
+            return r["stats"].get("p50")
+    return None
+
+
+def _biggest_mem(rows):
+    mems = [r["mem_mb"] for r in rows if r["figure"].startswith("start@")]
+    return max(mems) if mems else None
+
+
+def evaluate(rows, m="warmfork"):
+    """Return one dict per target: name, value, op, limit, status."""
+    def p(fig, meth, by_base=False):
+        return _p50(rows, fig, meth, by_base)
+
+    def quot(a, b):
+        return a / b if a is not None and b else None
+
+    big = _biggest_mem(rows)
+    big_fig = f"start@{big}MB" if big else None
+    goals = [
+        (f"{m} start p50 / raw fork+byte p50", "<=", 1.3,
+         quot(p("start", m), p("start", RAW))),
+        (f"forkserver start p50 / {m} start p50", ">=", 2.5,
+         quot(p("start", "forkserver"), p("start", m))),
+        (f"{m} round trip p50 / raw fork+_exit+waitpid p50", "<=", 1.3,
+         quot(p("roundtrip", m), p("roundtrip", RAW))),
+        (f"throughput {m} / forkserver (procs/s)", ">=", 2.0,
+         quot(p("throughput", "forkserver"), p("throughput", m))),
+        (f"pool throughput {m} / forkserver (tasks/s)", ">=", 2.0,
+         quot(p("pool", "forkserver"), p("pool", m))),
+        (f"{m} start p50 at {big or '?'} MB / at 0 MB", "<=", 1.1,
+         quot(p(big_fig, m), p("start", m)) if big_fig else None),
+        (f"{m} start p50 numpy preloaded / no numpy", "<=", 1.2,
+         quot(p("start+numpy", m, by_base=True), p("start", m))),
+    ]
+    out = []
+    for name, op, limit, value in goals:
+        if value is None:
+            status = "n/a"
+        elif op == "<=":
+            status = "PASS" if value <= limit else "MISS"
+        else:
+            status = "PASS" if value >= limit else "MISS"
+        out.append({"target": name, "op": op, "limit": limit,
+                    "value": value, "status": status})
+    return out
