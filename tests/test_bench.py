@@ -1,4 +1,4 @@
-"""Quick checks of ``python -m warmfork bench``: helpers, JSON shape, a tiny run."""
+"""Quick checks of ``python -m warmfork bench``: helpers, JSON, a tiny run."""
 
 import json
 import os
@@ -45,8 +45,8 @@ def test_summarize_and_ratio():
 def test_method_specs():
     assert methods.parse("spawn") == ("spawn", None)
     assert methods.parse("forkserver[]") == ("forkserver", [])
-    assert methods.parse("warmfork[numpy+a.b]") == ("warmfork",
-                                                     ["numpy", "a.b"])
+    spec = methods.parse("warmfork[numpy+a.b]")
+    assert spec == ("warmfork", ["numpy", "a.b"])
     with pytest.raises(ValueError):
         methods.parse("spawn[numpy]")
     with pytest.raises(ValueError):
