@@ -3,10 +3,9 @@
     import warmfork, multiprocessing
     ctx = multiprocessing.get_context("warmfork")
 
-Importing warmfork registers the "warmfork" start method.
+Importing warmfork registers the "warmfork" start method.  The package
+imports only what registration needs; the rest loads on first use.
 """
-from .api import Handle, Server
-from .client import PreloadWarning
 from .context import (DEFAULT_PRELOAD, WarmforkContext, WarmforkProcess,
                       get_context, set_preload)
 
@@ -14,3 +13,13 @@ __all__ = ["get_context", "set_preload", "Server", "Handle",
            "WarmforkContext", "WarmforkProcess", "PreloadWarning",
            "DEFAULT_PRELOAD"]
 __version__ = "0.1.0"
+
+_LAZY = {"Server": "api", "Handle": "api", "PreloadWarning": "client"}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError("module 'warmfork' has no attribute %r" % name)
+    import importlib
+    return getattr(importlib.import_module("." + module, __name__), name)

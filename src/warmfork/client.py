@@ -45,7 +45,7 @@ def _main_module_config():
     """Where the parent's __main__ comes from, as spawn.prepare would use."""
     from multiprocessing import spawn
     data = spawn.get_preparation_data("ignore")
-    return {"main_path": data.get("main_path"),
+    return {"main_path": data.get("init_main_from_path"),
             "main_name": data.get("init_main_from_name"),
             "sys_path": data.get("sys_path")}
 

@@ -88,6 +88,8 @@ def main(config_fd):
     from . import core
 
     failures = _preload(config)
+    # What nearly every child unpickles: import it once, here.
+    import multiprocessing.connection, multiprocessing.queues  # noqa: F401
     # Children inherit this and talk to our tracker with the stdlib client.
     resource_tracker._resource_tracker._fd = config["tracker_client_fd"]
     util._close_stdin()

@@ -32,3 +32,10 @@ def report_uss(conn):
     touch_numpy()
     conn.send(uss_kb())
     conn.close()
+
+
+def stamp(conn):
+    """Send the child's time.perf_counter_ns() at target entry through conn."""
+    import time
+
+    conn.send_bytes(time.perf_counter_ns().to_bytes(8, "little"))
