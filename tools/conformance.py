@@ -378,19 +378,21 @@ class MethodRun:
             # The child died or was killed before finishing.
             tail = self._tail(logpath)
             if inflight is not None:
+                dump = self._faulthandler_dump(logpath)
                 if timed_out:
                     outcome, why = "timeout", ("method timeout (%ss) hit while "
                                                "this test ran" % self.opts.timeout)
-                elif self._was_test_timeout(logpath):
-                    outcome, why = "timeout", ("per-test timeout (%ss), "
+                elif dump:
+                    outcome, why = "timeout", ("per-test timeout (%ss); "
                                                "faulthandler dump:" %
                                                self.opts.test_timeout)
+                    tail = dump
                 else:
                     outcome, why = "crash", "suite process exited with rc=%s" % rc
                 self.results[inflight] = {"outcome": outcome,
                                           "detail": why + "\n" + tail, "dur": None}
-                self.notes.append("%s: %s in %s" % (outcome, why.split(",")[0],
-                                                    inflight))
+                self.notes.append("%s in %s: %s" % (outcome, inflight,
+                                                    why.split(";")[0]))
             else:
                 self.notes.append("suite process exited rc=%s outside any test "
                                   "(attempt %d); log tail:\n%s" % (rc, attempt, tail))
@@ -405,13 +407,35 @@ class MethodRun:
                 break
         self.elapsed = time.time() - t_start
 
-    def _was_test_timeout(self, logpath):
+    def _faulthandler_dump(self, logpath):
+        """The stacks faulthandler printed at a per-test timeout, main
+        thread (the one running the test) first; '' if there was none."""
         try:
             with open(logpath, "rb") as f:
-                data = f.read()[-200000:]
+                data = f.read().decode(errors="replace")
         except OSError:
-            return False
-        return b"Timeout (" in data and b"!" in data
+            return ""
+        start = data.rfind("Timeout (")
+        if start < 0:
+            return ""
+        lines = data[start:].splitlines()
+        blocks, cur = [], None
+        for line in lines[1:]:
+            if line.startswith(("Thread 0x", "Current thread 0x")):
+                cur = [line]
+                blocks.append(cur)
+            elif cur is not None and line.startswith("  File "):
+                cur.append(line)
+            elif cur is not None and not line.strip():
+                continue
+            elif cur is not None:
+                break
+        main = [b for b in blocks if any("unittest" in l for l in b)]
+        rest = [b for b in blocks if b not in main]
+        out = [lines[0]]
+        for b in main + rest:
+            out.extend(b)
+        return "\n".join(out)
 
     def _tail(self, logpath, n=40):
         try:
@@ -504,6 +528,11 @@ def _gist(detail, width=200):
     lines = [l for l in (detail or "").strip().splitlines() if l.strip()]
     if not lines:
         return ""
+    if lines[0].startswith("per-test timeout") and len(lines) > 3:
+        # "Timeout (0:05:00)!", "Thread 0x... (most recent call first):",
+        # then the innermost frame of the thread that runs the test
+        return ("%s main thread in: %s" % (lines[1].strip(),
+                                            lines[3].strip()))[:width]
     last = lines[-1].strip()
     return last[:width]
 
@@ -662,6 +691,26 @@ def main(argv=None):
                   "(killed):" % (m, opts.linger))
             for pid, cmd in r.lingering[:20]:
                 print("    %d %s" % (pid, cmd[:200]))
+
+    bad = ("fail", "error", "timeout", "crash", "uxsuccess")
+    for m, r in runs.items():
+        if len(runs) == 2 and m == opts.candidate:
+            other = runs[opts.reference]
+            ids = [i for i, x in r.results.items() if x["outcome"] in bad
+                   and other.outcome_of(i) not in PASS_OUTCOMES]
+            title = "Tests failing under both %s and %s" % (m, opts.reference)
+        else:
+            ids = [i for i, x in r.results.items() if x["outcome"] in bad]
+            title = "Tests failing under %s" % m
+        if ids:
+            print("%s: %d" % (title, len(ids)))
+            for sid in sorted(ids):
+                detail = r.results[sid]["detail"]
+                print("  %-9s %s" % (r.results[sid]["outcome"].upper(), sid))
+                if _gist(detail):
+                    print("            %s" % _gist(detail))
+                if opts.verbose and detail:
+                    print(textwrap.indent(detail.rstrip(), "            | "))
 
     regressions, allowed, improved = [], [], []
     if len(runs) == 2 and rc != 2:
