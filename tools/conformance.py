@@ -187,7 +187,10 @@ def child_main(argv):
         sid = _short_id(t.id())
         if sid in exclude:
             continue
-        if _selected(sid, sel.get("only"), sel.get("keywords")):
+        if sel.get("ids") is not None:
+            if sid in sel["ids"]:
+                tests.append(t)
+        elif _selected(sid, sel.get("only"), sel.get("keywords")):
             tests.append(t)
     emit(e="collected", ids=[_short_id(t.id()) for t in tests],
          total=len(all_tests))
@@ -305,10 +308,12 @@ def _group_members(pgid):
 class MethodRun:
     """Runs the suite for one start method, resuming after hangs/crashes."""
 
-    def __init__(self, method, opts, workdir, log):
+    def __init__(self, method, opts, workdir, log, ids=None, tag=""):
         self.method = method
         self.opts = opts
-        self.workdir = os.path.join(workdir, method)
+        self.ids = ids           # exact short ids to run (None: selection)
+        self.tag = method + tag
+        self.workdir = os.path.join(workdir, self.tag)
         self.log = log
         self.results = {}        # short id -> dict(outcome, detail, dur)
         self.fixtures = []       # (id, outcome, detail)
@@ -356,8 +361,8 @@ class MethodRun:
             logpath = os.path.join(self.workdir, "run%d.log" % attempt)
             with open(select, "w") as f:
                 json.dump({"only": self.opts.only, "keywords": self.opts.keywords,
-                           "exclude": exclude}, f)
-            self.log("[%s] attempt %d: %s" % (self.method, attempt, logpath))
+                           "ids": self.ids, "exclude": exclude}, f)
+            self.log("[%s] attempt %d: %s" % (self.tag, attempt, logpath))
             with open(logpath, "wb") as logf:
                 proc = subprocess.Popen(self._cmd(events, select), cwd=cwd,
                                         env=env, stdout=logf,
@@ -594,6 +599,11 @@ def parse_args(argv):
     ap.add_argument("--pyflag", dest="pyflags", action="append", default=None,
                     help="interpreter flag for the suite (repeatable; default: "
                          + " ".join(DEFAULT_PYFLAGS) + ")")
+    ap.add_argument("--no-rerun", dest="rerun", action="store_false",
+                    help="do not rerun tests that pass under the reference "
+                         "but not under the candidate (by default they are "
+                         "rerun once, alone, and reported as flaky if they "
+                         "pass then)")
     ap.add_argument("--workdir", help="keep logs/events here (default: a new "
                                       "temporary directory, kept and printed)")
     ap.add_argument("--json", help="write the full per-test results here")
@@ -712,7 +722,7 @@ def main(argv=None):
                 if opts.verbose and detail:
                     print(textwrap.indent(detail.rstrip(), "            | "))
 
-    regressions, allowed, improved = [], [], []
+    regressions, allowed, improved, flaky = [], [], [], []
     if len(runs) == 2 and rc != 2:
         cand, ref = runs[opts.candidate], runs[opts.reference]
         order = ref.collected or sorted(ref.results)
@@ -749,6 +759,24 @@ def main(argv=None):
                   % (opts.candidate, opts.reference, len(improved)))
             for sid, ro in improved:
                 print("  %-9s %s" % (ro, sid))
+        if regressions and opts.rerun:
+            # As regrtest does: rerun what failed, once, in a fresh
+            # interpreter; a test that passes then is reported as flaky.
+            ids = [sid for sid, _, _, _ in regressions]
+            log("\nre-running %d test(s) under %s in a fresh interpreter"
+                % (len(ids), opts.candidate))
+            rerun = MethodRun(opts.candidate, opts, workdir, log, ids=ids,
+                              tag="-rerun")
+            rerun.run()
+            flaky = [x for x in regressions
+                     if rerun.outcome_of(x[0]) in PASS_OUTCOMES]
+            regressions = [x for x in regressions if x not in flaky]
+            for sid, co, _, _ in flaky:
+                print("  FLAKY     %s: %s in the suite, passed on rerun"
+                      % (sid, co))
+            for sid, co, _, _ in regressions:
+                print("  %-9s %s (rerun: %s)" % (co.upper(), sid,
+                                                 rerun.outcome_of(sid)))
         if regressions:
             rc = max(rc, 1)
 
@@ -762,6 +790,8 @@ def main(argv=None):
                                   "lingering": r.lingering}
         data["regressions"] = [{"id": s, "outcome": o, "detail": d}
                                for s, o, d, _ in regressions]
+        data["flaky"] = [{"id": s, "outcome": o, "detail": d}
+                         for s, o, d, _ in flaky]
         data["allowed"] = [{"id": s, "outcome": o, "reason": why}
                            for s, o, _, why in allowed]
         with open(opts.json, "w") as f:
