@@ -77,6 +77,6 @@ def main(argv=None):
 if __name__ == "__main__":
     # Under -m, forkserver-style children would re-run this module as
     # __mp_main__ on every start (see worker.py): re-execute through -c.
-    os.execv(sys.executable, [sys.executable, "-c", "import sys; from "
-              "warmfork.bench.breakdown import main; sys.exit(main())"]
-             + sys.argv[1:])
+    _CMD = ("import sys; from warmfork.bench.breakdown import main; "
+            "sys.exit(main())")
+    os.execv(sys.executable, [sys.executable, "-c", _CMD] + sys.argv[1:])
