@@ -56,6 +56,8 @@ class ServerProcess:
     def __init__(self, preload=()):
         self.preload = tuple(preload)
         self.pid = None
+        self.socket_path = None
+        self._secret = None
         self.tracker_fd = -1      # children and the parent's tracker client
         self._sock = None
         self._alive_w = -1
@@ -118,6 +120,7 @@ class ServerProcess:
                 raise OSError(reply.arg, "warmfork server refused us: %s"
                               % os.strerror(reply.arg))
             self.tracker_fd = os.dup(tracker_client.fileno())
+            self.socket_path, self._secret = socket_path, secret
             self._alive_w, alive_w = alive_w, -1
         except BaseException:
             if alive_w >= 0:

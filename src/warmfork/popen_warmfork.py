@@ -62,6 +62,11 @@ class Popen(popen_fork.Popen):
 
     def __init__(self, process_obj):
         self._fds = []
+        # Process.start() in any thread polls every child (process._cleanup),
+        # so two threads may read one sentinel.  The stdlib's forkserver Popen
+        # lets the loser read EOF and overwrite the real code with 255; we
+        # let one thread read it.
+        self._poll_lock = threading.Lock()
         super().__init__(process_obj)
 
     def duplicate_for_child(self, fd):
@@ -116,10 +121,12 @@ class Popen(popen_fork.Popen):
             timeout = 0 if flag == os.WNOHANG else None
             if not wait([self.sentinel], timeout):
                 return None
-            try:
-                self.returncode = _read_exit_code(self.sentinel)
-            except (OSError, EOFError):
-                # The server died before it could report: as the stdlib's
-                # forkserver does, call it 255.
-                self.returncode = 255
+            with self._poll_lock:
+                if self.returncode is None:
+                    try:
+                        self.returncode = _read_exit_code(self.sentinel)
+                    except (OSError, EOFError):
+                        # The server died before it could report: as the
+                        # stdlib's forkserver does, call it 255.
+                        self.returncode = 255
         return self.returncode

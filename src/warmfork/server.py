@@ -78,21 +78,31 @@ def _preload_main(config, process, spawn):
         del process.current_process()._inheriting
 
 
+def _stdin_from_devnull():
+    """Point fd 0 at /dev/null (util._close_stdin leaves an extra fd open)."""
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    sys.stdin = open(0, encoding="utf-8", closefd=False)
+
+
 def main(config_fd):
     """Run a warmfork server; the parent passes its config through a pipe."""
     config = _read_config(config_fd)
     # ^C in the terminal reaches the whole process group: the parent decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    from multiprocessing import resource_tracker, util
+    from multiprocessing import resource_tracker
     from . import core
 
     failures = _preload(config)
-    # What nearly every child unpickles: import it once, here.
+    # What nearly every child unpickles (Connection, Queue, our _DupFd):
+    # import it once, here, not in every child.
     import multiprocessing.connection, multiprocessing.queues  # noqa: F401
+    from . import popen_warmfork  # noqa: F401
     # Children inherit this and talk to our tracker with the stdlib client.
     resource_tracker._resource_tracker._fd = config["tracker_client_fd"]
-    util._close_stdin()
+    _stdin_from_devnull()
     # Keep preloaded objects out of the GC's reach, so that children do not
     # un-share their pages by scanning them (DESIGN.md section 5).
     gc.collect()
