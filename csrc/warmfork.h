@@ -80,6 +80,7 @@ struct wf_server {
     /* Private to the C core. */
     uid_t uid;
     int sigchld_r, sigchld_w;
+    int spare_fd;           /* /dev/null, given up to accept() at EMFILE */
     int owner_gone, tracker_eof;
     int nclients, nchildren, ntracked;
     struct wf_client *clients;

@@ -61,6 +61,7 @@ int wf_server_init(struct wf_server *srv)
 
     srv->uid = geteuid();
     srv->sigchld_r = srv->sigchld_w = -1;
+    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     srv->nclients = srv->nchildren = srv->ntracked = 0;
     srv->owner_gone = srv->tracker_eof = 0;
     srv->clients = calloc(WF_MAX_CLIENTS, sizeof(*srv->clients));
@@ -120,6 +121,7 @@ void wf_server_close(struct wf_server *srv)
     }
     close_fd(&srv->sigchld_r);
     close_fd(&srv->sigchld_w);
+    close_fd(&srv->spare_fd);
     close_fd(&srv->listen_fd);
     close_fd(&srv->alive_fd);
     close_fd(&srv->tracker_fd);
@@ -142,9 +144,17 @@ static int accept_client(struct wf_server *srv)
     if (fd < 0) {
         if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
             return 0;
-        if (errno == EMFILE || errno == ENFILE)
-            return notice(srv, "cannot accept a connection: %s",
-                          strerror(errno));
+        if (errno == EMFILE || errno == ENFILE) {
+            /* The pending connection would keep poll() spinning: give up
+               the spare fd, accept it, and hang up at once. */
+            int err = errno;
+            close_fd(&srv->spare_fd);
+            fd = accept4(srv->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+            if (fd >= 0)
+                close(fd);
+            srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            return notice(srv, "refused a connection: %s", strerror(err));
+        }
         return -1;
     }
     /* Drop a peer of another user before reading a byte from it. */
@@ -193,6 +203,7 @@ static void become_child(struct wf_server *srv, int client_index,
     sigchld_write_fd = -1;
     close_fd(&srv->sigchld_r);
     close_fd(&srv->sigchld_w);
+    close_fd(&srv->spare_fd);
     close_fd(&srv->listen_fd);
     close_fd(&srv->alive_fd);
     close_fd(&srv->tracker_fd);
@@ -269,6 +280,14 @@ static int serve_client(struct wf_server *srv, int index)
     if (rc == 0 || (rc < 0 && (errno == ECONNRESET || errno == EPIPE))) {
         drop_client(srv, index);         /* client went away */
         return 0;
+    }
+    if (rc < 0 && errno == EMSGSIZE && srv->clients[index].authenticated) {
+        /* The record arrived whole but its fds did not (our fd table is
+           full, or too many were sent): refuse this start, keep the client. */
+        srv->bad_frames++;
+        reply(fd, WF_ERROR, EMSGSIZE);
+        return notice(srv, "refused a start: its fds did not all arrive "
+                           "(fd table full?)");
     }
     if (rc < 0) {
         int err = errno;

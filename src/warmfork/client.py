@@ -4,6 +4,7 @@ One server per parent and preload set.  The parent keeps one persistent,
 authenticated connection to it (DESIGN.md section 6) instead of a new
 connection per start; a lock makes it safe under threads.
 """
+import atexit
 import errno
 import json
 import os
@@ -165,8 +166,12 @@ class ServerProcess:
                                      "gone: %s" % (self.pid, e.strerror))
                 raise
         if reply.type != core.lib.WF_OK:
+            why = os.strerror(reply.arg)
+            if reply.arg == errno.EMSGSIZE:
+                why = ("the fds for the child did not all arrive (the "
+                       "server's fd table is full?)")
             raise OSError(reply.arg, "warmfork server could not start a "
-                          "child: %s" % os.strerror(reply.arg))
+                          "child: %s" % why)
         return reply.arg
 
     def close(self):
@@ -242,5 +247,12 @@ def forget_all():
     _servers.clear()
 
 
+def _close_all():
+    """At exit: hang up; each server exits after its last child."""
+    for server in list(_servers.values()):
+        server.close()
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=forget_all)
+atexit.register(_close_all)
