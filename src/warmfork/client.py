@@ -224,6 +224,13 @@ def replace_dead(server):
     return server_for(server.preload)
 
 
+def ensure_tracker(preload):
+    """Make sure this process's resource tracker is a warmfork server."""
+    from multiprocessing import resource_tracker
+    if resource_tracker._resource_tracker._fd is None:
+        server_for(preload)
+
+
 def _adopt_as_resource_tracker(server):
     """Make our server this process's resource tracker, if none runs yet.
 

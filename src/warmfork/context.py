@@ -54,10 +54,53 @@ class WarmforkContext(_mp_context.BaseContext):
         """Set the warmfork server's preload list (the stdlib's spelling)."""
         set_preload(module_names)
 
+    # Named semaphores register with the resource tracker when they are
+    # created.  Starting our server first makes it this process's tracker,
+    # so that no stdlib tracker process is started (DESIGN.md section 4).
+    def Lock(self):
+        _start_tracking()
+        return super().Lock()
+
+    def RLock(self):
+        _start_tracking()
+        return super().RLock()
+
+    def Semaphore(self, value=1):
+        _start_tracking()
+        return super().Semaphore(value)
+
+    def BoundedSemaphore(self, value=1):
+        _start_tracking()
+        return super().BoundedSemaphore(value)
+
     def _check_available(self):
+        # Called by get_context("warmfork") and set_start_method("warmfork").
         from multiprocessing import reduction
         if not reduction.HAVE_SEND_HANDLE:
             raise ValueError("warmfork start method not available")
+        _hook_resource_tracker()
+
+
+def _start_tracking():
+    from . import client
+    client.ensure_tracker(current_preload())
+
+
+def _hook_resource_tracker():
+    """Once "warmfork" is the default method, route SharedMemory (which
+    registers with the global tracker, not a context) to our server too."""
+    from multiprocessing import get_start_method, resource_tracker
+    tracker = resource_tracker._resource_tracker
+    if "ensure_running" in vars(tracker):
+        return                                   # hooked already
+    stdlib_ensure_running = tracker.ensure_running
+
+    def ensure_running():
+        if (tracker._fd is None
+                and get_start_method(allow_none=True) == "warmfork"):
+            _start_tracking()
+        return stdlib_ensure_running()
+    tracker.ensure_running = ensure_running
 
 
 def _register():

@@ -1,0 +1,223 @@
+"""Named semaphores and shared memory: tracked by the server, never leaked.
+
+Each scenario runs in a fresh parent process (so that its tree is the
+only thing we look at) and really kills processes with SIGKILL.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import helpers
+
+SCENARIO = r'''
+import json, os, sys, time
+import multiprocessing as mp
+from multiprocessing import shared_memory, resource_tracker
+import warmfork, helpers
+
+def hold_names(conn, seconds):
+    """Create a semaphore and a segment of our own, report all, sleep."""
+    lock = mp.get_context("warmfork").Lock()
+    shm = shared_memory.SharedMemory(create=True, size=4096)
+    conn.send([lock._semlock.name, shm.name])
+    time.sleep(seconds)
+
+if __name__ == "__main__":
+    child_seconds = float(sys.argv[1])
+    mp.set_start_method("warmfork")
+    # SharedMemory first: it registers with the global tracker, not a
+    # context, and must still not start a stdlib tracker process.
+    shm = shared_memory.SharedMemory(create=True, size=4096)
+    ctx = mp.get_context("warmfork")
+    lock = ctx.Lock()
+    names = [lock._semlock.name, shm.name]
+    children = []
+    for _ in range(2):
+        r, w = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=hold_names, args=(w, child_seconds))
+        p.start()
+        names += r.recv()
+        children.append(p.pid)
+    from warmfork import client
+    srv = client.server_for(warmfork.context.current_preload())
+    print(json.dumps({"names": names, "children": children,
+                      "server": srv.pid, "parent": os.getpid()}), flush=True)
+    time.sleep(60)
+'''
+
+
+def shm_path(name):
+    """Where Linux keeps a POSIX name: semaphores get a 'sem.' prefix."""
+    name = name.lstrip("/")
+    if name.startswith("mp-"):
+        return "/dev/shm/sem." + name
+    return "/dev/shm/" + name
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_gone(pid, timeout=30):
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not alive(pid)
+
+
+@pytest.fixture
+def scenario(tmp_path):
+    script = tmp_path / "scenario.py"
+    script.write_text(SCENARIO)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(helpers.__file__))
+    started = []
+
+    def run(child_seconds):
+        proc = subprocess.Popen([sys.executable, str(script),
+                                 str(child_seconds)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        started.append(proc)
+        info = json.loads(proc.stdout.readline())
+        info["proc"] = proc
+        return info
+    yield run
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def children_of(pid):
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    fields = f.read().rsplit(") ", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.append(int(entry))
+    return out
+
+
+def cmdline(pid):
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        return f.read().replace(b"\0", b" ").decode()
+
+
+def test_tree_is_parent_server_children_only(scenario):
+    info = scenario(child_seconds=30)
+    assert all(os.path.exists(shm_path(n)) for n in info["names"])
+    # The parent's only child is the server; the server's are ours.
+    assert children_of(info["parent"]) == [info["server"]]
+    assert sorted(children_of(info["server"])) == sorted(info["children"])
+    everyone = [info["parent"], info["server"]] + info["children"]
+    assert not any("resource_tracker" in cmdline(pid) for pid in everyone)
+
+
+def test_killed_children_names_are_unlinked_after_parent_exits(scenario):
+    info = scenario(child_seconds=30)
+    for pid in info["children"]:
+        os.kill(pid, signal.SIGKILL)
+    # The parent still uses its own names: those must survive the children.
+    time.sleep(0.3)
+    assert all(os.path.exists(shm_path(n)) for n in info["names"][:2])
+    info["proc"].kill()
+    assert wait_gone(info["server"])
+    leftovers = [n for n in info["names"] if os.path.exists(shm_path(n))]
+    assert leftovers == []
+    stderr = info["proc"].stderr.read()
+    assert "leaked semaphore objects" in stderr
+    assert "leaked shared_memory objects" in stderr
+
+
+def test_names_in_use_survive_the_parents_death(scenario):
+    info = scenario(child_seconds=3)
+    info["proc"].kill()
+    info["proc"].wait()
+    # Children still run and hold the parent's names: nothing unlinked yet.
+    time.sleep(0.3)
+    assert all(alive(pid) for pid in info["children"])
+    assert all(os.path.exists(shm_path(n)) for n in info["names"])
+    assert wait_gone(info["server"])
+    assert [n for n in info["names"] if os.path.exists(shm_path(n))] == []
+
+
+def test_whole_tree_killed_leaves_nothing(scenario):
+    info = scenario(child_seconds=30)
+    for pid in info["children"] + [info["parent"]]:
+        os.kill(pid, signal.SIGKILL)
+    assert wait_gone(info["server"])
+    assert [n for n in info["names"] if os.path.exists(shm_path(n))] == []
+
+
+BAD_INPUT = r'''
+import os, sys, json, time
+import multiprocessing as mp
+from multiprocessing import resource_tracker, shared_memory
+import warmfork, helpers
+
+if __name__ == "__main__":
+    ctx = mp.get_context("warmfork")
+    p = ctx.Process(target=helpers.noop); p.start(); p.join()
+    fd = resource_tracker._resource_tracker._fd
+    bad = [b"REGISTER:/" + b"x" * 300 + b":semaphore\n",   # too long
+           b"REGISTER:/a/b:semaphore\n",                    # '/' inside
+           b"REGISTER:/a\0b:semaphore\n",                   # NUL
+           b"REGISTER:/abc:frobnicator\n",                  # unknown kind
+           b"REGISTER:/half",                               # cut short
+           b"UNREGISTER:/never-registered:semaphore\n",
+           b"SHOUT:/abc:semaphore\n",
+           b"x" * 5000]                                     # over-long record
+    for msg in bad:
+        os.write(fd, msg)
+    # A flood: more registrations than the table holds.
+    for i in range(int(sys.argv[1])):
+        os.write(fd, b"REGISTER:/wf-flood-%d:dummy\n" % i)
+    for i in range(int(sys.argv[1])):
+        os.write(fd, b"UNREGISTER:/wf-flood-%d:dummy\n" % i)
+    # After all that, the server still tracks a real segment...
+    shm = shared_memory.SharedMemory(create=True, size=4096)
+    # ...and still starts children.
+    p = ctx.Process(target=helpers.exit_with, args=(9,)); p.start(); p.join()
+    from warmfork import client
+    srv = client.server_for(warmfork.context.current_preload())
+    print(json.dumps({"shm": shm.name, "code": p.exitcode,
+                      "server": srv.pid}), flush=True)
+    os._exit(0)      # leak the segment on purpose
+'''
+
+
+def test_bad_tracker_input_is_reported_and_harmless(tmp_path):
+    from warmfork.core import lib
+    script = tmp_path / "bad.py"
+    script.write_text(BAD_INPUT)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(helpers.__file__))
+    proc = subprocess.run([sys.executable, str(script),
+                           str(lib.WF_MAX_TRACKED + 10)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    info = json.loads(proc.stdout)
+    assert info["code"] == 9
+    assert wait_gone(info["server"])
+    assert not os.path.exists(shm_path(info["shm"]))
+    err = proc.stderr
+    for expected in ["ignored an invalid name", "NUL byte",
+                     "unknown resource type frobnicator",
+                     "malformed message REGISTER:/half",
+                     "cannot unregister /never-registered",
+                     "unrecognized command SHOUT",
+                     "longer than", "table full"]:
+        assert expected in err, (expected, err[-3000:])
