@@ -27,6 +27,7 @@
 #define WF_MAX_CHILDREN 16384
 #define WF_MAX_TRACKED 16384
 #define WF_NOTICE_SIZE 512
+#define WF_MAX_IDLE 64                  /* largest pre-forked pool */
 
 /* Frame types. */
 #define WF_HELLO 1     /* client -> server: data = secret */
@@ -58,6 +59,11 @@ struct wf_child {
     int status_fd;     /* the parent's sentinel pipe; gets the exit code */
 };
 
+struct wf_idle {
+    pid_t pid;
+    int sock;          /* server end of the hand-off socketpair */
+};
+
 struct wf_client {
     int fd;
     int authenticated;
@@ -76,6 +82,7 @@ struct wf_server {
     int tracker_fd;         /* server end of the tracker channel */
     int tracker_client_fd;  /* end that children inherit; closed at shutdown */
     unsigned char secret[WF_SECRET_SIZE];
+    int pool_target;        /* idle pre-forked children to keep (0: none) */
 
     /* Private to the C core. */
     uid_t uid;
@@ -86,6 +93,8 @@ struct wf_server {
     struct wf_client *clients;
     struct wf_child *children;
     struct wf_tracked *tracked;
+    struct wf_idle idle[WF_MAX_IDLE];
+    int nidle;
 
     /* Filled for WF_EV_CHILD: the fds the parent sent, data pipe first. */
     int child_fds[WF_MAX_FDS];
@@ -93,7 +102,7 @@ struct wf_server {
     /* Filled for WF_EV_NOTICE. */
     char notice[WF_NOTICE_SIZE];
     /* Counters, for tests and statistics. */
-    uint64_t starts, rejected_peers, bad_frames, bad_tracker_messages;
+    uint64_t starts, handoffs, rejected_peers, bad_frames, bad_tracker_messages;
 };
 
 /* Send one frame with nfds descriptors.  Returns 0 or -1 and errno. */

@@ -62,8 +62,12 @@ int wf_server_init(struct wf_server *srv)
     srv->uid = geteuid();
     srv->sigchld_r = srv->sigchld_w = -1;
     srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    srv->nclients = srv->nchildren = srv->ntracked = 0;
+    srv->nclients = srv->nchildren = srv->ntracked = srv->nidle = 0;
     srv->owner_gone = srv->tracker_eof = 0;
+    if (srv->pool_target < 0 || srv->pool_target > WF_MAX_IDLE) {
+        errno = EINVAL;
+        return -1;
+    }
     srv->clients = calloc(WF_MAX_CLIENTS, sizeof(*srv->clients));
     srv->children = calloc(WF_MAX_CHILDREN, sizeof(*srv->children));
     srv->tracked = calloc(WF_MAX_TRACKED, sizeof(*srv->tracked));
@@ -108,6 +112,9 @@ void wf_server_close(struct wf_server *srv)
         for (int i = 0; i < srv->nchildren; i++)
             close_fd(&srv->children[i].status_fd);
     }
+    for (int i = 0; i < srv->nidle; i++)
+        close_fd(&srv->idle[i].sock);
+    srv->nidle = 0;
     free(srv->clients);
     free(srv->children);
     free(srv->tracked);
@@ -195,9 +202,8 @@ static int secrets_equal(const unsigned char *a, const unsigned char *b)
     return diff == 0;
 }
 
-/* The child side of a start: shed everything that belongs to the server. */
-static void become_child(struct wf_server *srv, int client_index,
-                         int *fds, int nfds)
+/* In a new child: shed everything that belongs to the server. */
+static void shed_server(struct wf_server *srv)
 {
     signal(SIGCHLD, SIG_DFL);
     sigchld_write_fd = -1;
@@ -211,14 +217,94 @@ static void become_child(struct wf_server *srv, int client_index,
         close_fd(&srv->clients[i].fd);
     for (int i = 0; i < srv->nchildren; i++)
         close_fd(&srv->children[i].status_fd);
-    srv->nclients = srv->nchildren = 0;
-    (void)client_index;
+    for (int i = 0; i < srv->nidle; i++)
+        close_fd(&srv->idle[i].sock);
+    srv->nclients = srv->nchildren = srv->nidle = 0;
+}
+
+/* The child of a direct start: fds = [data_r, status_w, inherited...]. */
+static void become_child(struct wf_server *srv, int *fds, int nfds)
+{
+    shed_server(srv);
     /* The status pipe is the server's to write; the child never holds it. */
     close(fds[1]);
     srv->child_fds[0] = fds[0];
     for (int i = 2; i < nfds; i++)
         srv->child_fds[i - 1] = fds[i];
     srv->child_nfds = nfds - 1;
+}
+
+/* An idle child: wait for the one start it will serve.  Returns
+   WF_EV_CHILD with child_fds = [data_r, inherited...]; exits when the
+   server hangs up (pool drained or server gone). */
+static int idle_until_handoff(struct wf_server *srv, int sock)
+{
+    struct wf_frame frame;
+    int nfds = 0;
+    int rc;
+
+    shed_server(srv);
+    rc = wf_recv_frame(sock, &frame, srv->child_fds, WF_MAX_FDS, &nfds);
+    close(sock);
+    if (rc != 1 || frame.type != WF_START || nfds < 1)
+        _exit(0);      /* never ran user code: nothing to flush or report */
+    srv->child_nfds = nfds;
+    return WF_EV_CHILD;
+}
+
+/* Fork one idle child into the pool.  Returns WF_EV_CHILD in the child
+   (after its hand-off), 0 in the server, or a notice. */
+static int spawn_idle(struct wf_server *srv)
+{
+    int sv[2];
+    pid_t pid;
+
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return notice(srv, "cannot refill the warm pool: %s", strerror(errno));
+    pid = wf_fork();
+    if (pid == 0) {
+        close(sv[0]);
+        return idle_until_handoff(srv, sv[1]);
+    }
+    close(sv[1]);
+    if (pid < 0) {
+        int err = errno;
+        close(sv[0]);
+        srv->pool_target = 0;    /* do not retry in a tight loop */
+        return notice(srv, "cannot refill the warm pool (pool disabled): %s",
+                      strerror(err));
+    }
+    srv->idle[srv->nidle].pid = pid;
+    srv->idle[srv->nidle].sock = sv[0];
+    srv->nidle++;
+    return 0;
+}
+
+/* Give a start to an idle child.  Returns its pid, or -1 if no idle
+   child took it (each one that failed is dropped from the pool). */
+static pid_t hand_off(struct wf_server *srv, int *fds, int nfds)
+{
+    struct wf_frame frame;
+    int handed[WF_MAX_FDS];
+
+    memset(&frame, 0, sizeof(frame));
+    frame.magic = WF_MAGIC;
+    frame.type = WF_START;
+    frame.nfds = nfds - 1;
+    handed[0] = fds[0];                     /* everything but status_w */
+    for (int i = 2; i < nfds; i++)
+        handed[i - 1] = fds[i];
+    while (srv->nidle > 0) {
+        struct wf_idle child = srv->idle[--srv->nidle];
+        int rc = wf_send_frame(child.sock, &frame, handed, nfds - 1);
+        close(child.sock);
+        if (rc == 0) {
+            srv->handoffs++;
+            return child.pid;
+        }
+        /* That idle child died; it is reaped like any other. */
+    }
+    return -1;
 }
 
 /* Serve one START: fork, reply with the pid.  Returns WF_EV_CHILD in the
@@ -241,9 +327,11 @@ static int start_child(struct wf_server *srv, int client_index,
         reply(client_fd, WF_ERROR, EAGAIN);
         return 0;
     }
-    pid = wf_fork();
+    pid = hand_off(srv, fds, nfds);
+    if (pid < 0)
+        pid = wf_fork();
     if (pid == 0) {
-        become_child(srv, client_index, fds, nfds);
+        become_child(srv, fds, nfds);
         return WF_EV_CHILD;
     }
     if (pid < 0) {
@@ -353,6 +441,13 @@ static void reap_children(struct wf_server *srv)
             srv->children[i] = srv->children[--srv->nchildren];
             break;
         }
+        for (int i = 0; i < srv->nidle; i++) {
+            if (srv->idle[i].pid != pid)
+                continue;
+            close_fd(&srv->idle[i].sock);   /* an idle child died */
+            srv->idle[i] = srv->idle[--srv->nidle];
+            break;
+        }
     }
 }
 
@@ -413,6 +508,12 @@ int wf_server_run(struct wf_server *srv)
         int listen_at = -1, alive_at = -1, tracker_at = -1, sigchld_at;
         int clients_at;
 
+        if (srv->owner_gone && srv->nidle > 0) {
+            /* Idle children see EOF and exit; they are reaped as they go. */
+            for (int i = 0; i < srv->nidle; i++)
+                close_fd(&srv->idle[i].sock);
+            srv->nidle = 0;
+        }
         if (srv->owner_gone && srv->nchildren == 0) {
             if (srv->tracker_client_fd >= 0 || srv->listen_fd >= 0)
                 start_shutdown(srv);
@@ -439,11 +540,20 @@ int wf_server_run(struct wf_server *srv)
             pfd[n].fd = srv->clients[i].fd; pfd[n++].events = POLLIN;
         }
 
-        rc = poll(pfd, n, -1);
+        /* Refill the pool only when nothing else is waiting: a request
+           that is already here goes first. */
+        int refill = !srv->owner_gone && srv->nidle < srv->pool_target;
+        rc = poll(pfd, n, refill ? 0 : -1);
         if (rc < 0) {
             if (errno == EINTR)
                 continue;
             return -1;
+        }
+        if (rc == 0 && refill) {
+            rc = spawn_idle(srv);
+            if (rc != 0)
+                return rc;
+            continue;
         }
 
         /* Reap first: a freed slot and a prompt exit code matter most. */

@@ -121,10 +121,15 @@ def cmdline(pid):
 def test_tree_is_parent_server_children_only(scenario):
     info = scenario(child_seconds=30)
     assert all(os.path.exists(shm_path(n)) for n in info["names"])
-    # The parent's only child is the server; the server's are ours.
+    # The parent's only child is the server; the server's are ours, plus
+    # the idle pre-forked children of its warm pool.
+    import warmfork
     assert children_of(info["parent"]) == [info["server"]]
-    assert sorted(children_of(info["server"])) == sorted(info["children"])
-    everyone = [info["parent"], info["server"]] + info["children"]
+    served = set(children_of(info["server"]))
+    assert set(info["children"]) <= served
+    idle = served - set(info["children"])
+    assert len(idle) <= warmfork.DEFAULT_POOL_SIZE
+    everyone = [info["parent"], info["server"]] + sorted(served)
     assert not any("resource_tracker" in cmdline(pid) for pid in everyone)
 
 
@@ -221,3 +226,39 @@ def test_bad_tracker_input_is_reported_and_harmless(tmp_path):
                      "unrecognized command SHOUT",
                      "longer than", "table full"]:
         assert expected in err, (expected, err[-3000:])
+
+
+SHM_BEFORE_WARMFORK = r'''
+import os, sys, time
+import multiprocessing as mp
+from multiprocessing import shared_memory
+import warmfork
+
+def child(name, conn):
+    shm = shared_memory.SharedMemory(name=name)
+    conn.send("attached")
+    time.sleep(1.5)                       # the parent is killed meanwhile
+    print(os.path.exists("/dev/shm/" + name), flush=True)
+    shm.close()
+
+if __name__ == "__main__":
+    ctx = mp.get_context("warmfork")      # not the default method
+    # Registered with a stdlib tracker: warmfork is not running yet.
+    shm = shared_memory.SharedMemory(create=True, size=4096)
+    for _ in range(2):
+        r, w = ctx.Pipe(duplex=False)
+        ctx.Process(target=child, args=(shm.name, w)).start()
+        r.recv()
+    os.kill(os.getpid(), 9)
+'''
+
+
+def test_children_share_a_stdlib_tracker_the_parent_already_had(tmp_path):
+    # Children must use the parent's tracker, whichever it is; otherwise a
+    # stdlib tracker that only knows the parent unlinks the segment while
+    # the children still use it.
+    script = tmp_path / "shm_first.py"
+    script.write_text(SHM_BEFORE_WARMFORK)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.split() == ["True", "True"], out.stderr

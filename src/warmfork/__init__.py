@@ -6,12 +6,13 @@
 Importing warmfork registers the "warmfork" start method.  The package
 imports only what registration needs; the rest loads on first use.
 """
-from .context import (DEFAULT_PRELOAD, WarmforkContext, WarmforkProcess,
-                      get_context, set_preload)
+from .context import (DEFAULT_POOL_SIZE, DEFAULT_PRELOAD, WarmforkContext,
+                      WarmforkProcess, get_context, set_pool_size,
+                      set_preload)
 
-__all__ = ["get_context", "set_preload", "Server", "Handle",
+__all__ = ["get_context", "set_preload", "set_pool_size", "Server", "Handle",
            "WarmforkContext", "WarmforkProcess", "PreloadWarning",
-           "DEFAULT_PRELOAD"]
+           "DEFAULT_PRELOAD", "DEFAULT_POOL_SIZE"]
 __version__ = "0.1.0"
 
 _LAZY = {"Server": "api", "Handle": "api", "PreloadWarning": "client"}

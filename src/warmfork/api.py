@@ -63,14 +63,21 @@ class Handle:
 
 
 class Server:
-    """A warmfork server with its own preload list; spawn() starts children."""
+    """A warmfork server with its own preload list; spawn() starts children.
 
-    def __init__(self, preload=()):
+    ``pool_size`` idle children are kept forked ahead of time (default:
+    warmfork.set_pool_size's value); 0 makes every spawn fork.
+    """
+
+    def __init__(self, preload=(), pool_size=None):
         preload = list(preload)
         if not all(isinstance(name, str) for name in preload):
             raise TypeError("preload must be a list of module names")
+        if pool_size is not None and not (isinstance(pool_size, int)
+                                          and 0 <= pool_size <= 64):
+            raise ValueError("pool_size must be an int from 0 to 64")
         self.preload = tuple(preload)
-        self._server = ServerProcess(self.preload)
+        self._server = ServerProcess(self.preload, pool_size)
 
     @property
     def pid(self):

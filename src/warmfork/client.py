@@ -54,8 +54,11 @@ def _main_module_config():
 class ServerProcess:
     """A running warmfork server and this process's connection to it."""
 
-    def __init__(self, preload=()):
+    def __init__(self, preload=(), pool_size=None):
+        from .context import current_pool_size
         self.preload = tuple(preload)
+        self.pool_size = (current_pool_size() if pool_size is None
+                          else pool_size)
         self.pid = None
         self.socket_path = None
         self._secret = None
@@ -84,6 +87,7 @@ class ServerProcess:
             listener.listen(64)
             config = dict(_main_module_config(),
                           preload=list(self.preload),
+                          pool_size=self.pool_size,
                           listen_fd=listener.fileno(), alive_fd=alive_r,
                           tracker_fd=tracker_server.fileno(),
                           tracker_client_fd=tracker_client.fileno(),
@@ -197,17 +201,17 @@ _servers = {}
 _servers_lock = threading.Lock()
 
 
-def server_for(preload):
+def server_for(preload, replacing=None):
     """Return the running server for this preload set, starting it if need be.
 
-    A server found dead is replaced, with a warning that names its fate.
+    ``replacing``: a dead server this one takes over from (as tracker too).
     """
     key = tuple(preload)
     with _servers_lock:
         server = _servers.get(key)
         if server is None:
             server = _servers[key] = ServerProcess(key)
-            _adopt_as_resource_tracker(server)
+            _adopt_as_resource_tracker(server, replacing)
         return server
 
 
@@ -219,9 +223,9 @@ def replace_dead(server):
     code = server._reap_if_dead()
     server.close()
     warnings.warn("warmfork: the server (pid %s) died (exit code %s); "
-                  "starting a new one" % (server.pid, code), RuntimeWarning,
-                  stacklevel=3)
-    return server_for(server.preload)
+                  "starting a new one; names it tracked may leak"
+                  % (server.pid, code), RuntimeWarning, stacklevel=3)
+    return server_for(server.preload, replacing=server)
 
 
 def ensure_tracker(preload):
@@ -231,8 +235,12 @@ def ensure_tracker(preload):
         server_for(preload)
 
 
-def _adopt_as_resource_tracker(server):
-    """Make our server this process's resource tracker, if none runs yet.
+_tracker_server = [None]     # the server that is our resource tracker
+
+
+def _adopt_as_resource_tracker(server, replacing=None):
+    """Make our server this process's resource tracker, if none runs yet
+    (or if the one that was died).
 
     The stdlib's ResourceTracker client then writes its REGISTER lines to
     our server instead of spawning a tracker process.
@@ -240,9 +248,14 @@ def _adopt_as_resource_tracker(server):
     from multiprocessing import resource_tracker
     tracker = resource_tracker._resource_tracker
     with tracker._lock:
+        if (tracker._fd is not None and replacing is not None
+                and _tracker_server[0] is replacing):
+            os.close(tracker._fd)
+            tracker._fd = None
         if tracker._fd is None:
             tracker._fd = os.dup(server.tracker_fd)
             tracker._pid = None
+            _tracker_server[0] = server
 
 
 def forget_all():

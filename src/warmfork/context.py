@@ -11,13 +11,19 @@ from multiprocessing import context as _mp_context
 from multiprocessing import process
 
 __all__ = ["WarmforkContext", "WarmforkProcess", "get_context",
-           "set_preload", "current_preload", "DEFAULT_PRELOAD"]
+           "set_preload", "current_preload", "DEFAULT_PRELOAD",
+           "set_pool_size", "current_pool_size", "DEFAULT_POOL_SIZE"]
 
 # Preloading __main__ in the server means children do not re-run the
 # parent's script at every start, as spawn and forkserver children do.
 DEFAULT_PRELOAD = ("__main__",)
 _preload = list(DEFAULT_PRELOAD)
 _preload_lock = threading.Lock()
+
+# Idle children each server keeps forked ahead of time (DESIGN.md section 6).
+DEFAULT_POOL_SIZE = 2
+MAX_POOL_SIZE = 64              # csrc/warmfork.h WF_MAX_IDLE
+_pool_size = [DEFAULT_POOL_SIZE]
 
 
 def set_preload(module_names):
@@ -29,6 +35,22 @@ def set_preload(module_names):
         raise TypeError("module_names must be a list of strings")
     with _preload_lock:
         _preload[:] = module_names
+
+
+def set_pool_size(size):
+    """Set how many idle pre-forked children servers started from now keep.
+
+    0 turns the pool off: every start forks.
+    """
+    if not isinstance(size, int) or not 0 <= size <= MAX_POOL_SIZE:
+        raise ValueError("pool size must be an int from 0 to %d"
+                         % MAX_POOL_SIZE)
+    _pool_size[0] = size
+
+
+def current_pool_size():
+    """Return the pool size servers started now would get."""
+    return _pool_size[0]
 
 
 def current_preload():

@@ -89,16 +89,17 @@ class Popen(popen_fork.Popen):
         data_r, data_w = os.pipe()
         status_r, status_w = os.pipe()
         try:
-            fds = [data_r, status_w] + self._fds
-            if server is not None:
-                self.pid = server.start(fds)
-            else:
+            if server is None:
                 server = client.server_for(current_preload())
-                try:
-                    self.pid = server.start(fds)
-                except client.ServerGone:
-                    server = client.replace_dead(server)
-                    self.pid = server.start(fds)
+            try:
+                self.pid = server.start(self._fds_to_send(server, data_r,
+                                                          status_w))
+            except client.ServerGone:
+                if getattr(_override, "server", None) is not None:
+                    raise                # a warmfork.Server: no silent swap
+                server = client.replace_dead(server)
+                self.pid = server.start(self._fds_to_send(server, data_r,
+                                                          status_w))
         except BaseException:
             os.close(data_w)
             os.close(status_r)
@@ -114,6 +115,14 @@ class Popen(popen_fork.Popen):
                                        (parent_w, self.sentinel))
         with open(data_w, "wb", closefd=True) as f:
             f.write(buf.getbuffer())
+
+    def _fds_to_send(self, server, data_r, status_w):
+        """[data pipe, status pipe, resource tracker, the object's fds]."""
+        from multiprocessing import resource_tracker
+        tracker_fd = resource_tracker._resource_tracker._fd
+        if tracker_fd is None:
+            tracker_fd = server.tracker_fd
+        return [data_r, status_w, tracker_fd] + self._fds
 
     def poll(self, flag=os.WNOHANG):
         if self.returncode is None:

@@ -114,6 +114,7 @@ def main(config_fd):
     srv.alive_fd = config["alive_fd"]
     srv.tracker_fd = config["tracker_fd"]
     srv.tracker_client_fd = config["tracker_client_fd"]
+    srv.pool_target = config["pool_size"]
     secret = bytes.fromhex(config["secret"])
     core.ffi.memmove(srv.secret, secret, len(secret))
     core.check(core.lib.wf_server_init(srv))
@@ -182,8 +183,17 @@ def _run_child(srv):
     try:
         from multiprocessing import spawn
 
+        from multiprocessing import resource_tracker
+
         fds = [srv.child_fds[i] for i in range(srv.child_nfds)]
-        data_fd, _inherited_fds = fds[0], fds[1:]
+        data_fd, tracker_fd, _inherited_fds = fds[0], fds[1], fds[2:]
+        # Use the parent's resource tracker, as the stdlib's forkserver
+        # children do: usually our own channel, but a stdlib tracker if the
+        # parent had one running before warmfork started.
+        tracker = resource_tracker._resource_tracker
+        if tracker._fd != tracker_fd:
+            os.close(tracker._fd)
+            tracker._fd = tracker_fd
         signal.signal(signal.SIGINT, signal.default_int_handler)
         # The parent keeps a dup of the data pipe's write end: its EOF tells
         # the child that the parent is gone (multiprocessing.parent_process).
