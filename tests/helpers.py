@@ -72,3 +72,8 @@ def report_parent_alive(conn):
 def is_module_loaded(name, conn):
     conn.send(name in sys.modules)
     conn.close()
+
+
+def register_atexit_then_return(conn):
+    import atexit
+    atexit.register(conn.send, "atexit ran")

@@ -250,3 +250,20 @@ def test_threads_starting_concurrently():
     for t in threads:
         t.join()
     assert results == [5] * 20
+
+
+@pytest.mark.parametrize("reference", ["forkserver", "fork"])
+def test_child_atexit_handlers_run_as_under_the_stdlib(reference):
+    # 3.13 runs a child's atexit handlers (gh-83856); older versions do not.
+    def outcome(method):
+        c = mp.get_context(method)
+        r, w = c.Pipe(duplex=False)
+        p = c.Process(target=helpers.register_atexit_then_return, args=(w,))
+        p.start()
+        w.close()
+        p.join(20)
+        try:
+            return r.recv() if r.poll(2) else None
+        except EOFError:
+            return None
+    assert outcome("warmfork") == outcome(reference)

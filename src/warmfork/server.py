@@ -181,9 +181,7 @@ def _run_child(srv):
     global _inherited_fds
     code = 1
     try:
-        from multiprocessing import spawn
-
-        from multiprocessing import resource_tracker
+        from multiprocessing import resource_tracker, spawn, util
 
         fds = [srv.child_fds[i] for i in range(srv.child_nfds)]
         data_fd, tracker_fd, _inherited_fds = fds[0], fds[1], fds[2:]
@@ -195,9 +193,23 @@ def _run_child(srv):
             os.close(tracker._fd)
             tracker._fd = tracker_fd
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        if _EXIT_FUNCTION_RUNS_AT_EXIT:
+            # 3.13+: _bootstrap no longer calls util._exit_function (which
+            # flushes queues); the stdlib's fork/forkserver children run it,
+            # and the child's own atexit handlers, from atexit.
+            import atexit
+            atexit._clear()
+            atexit.register(util._exit_function)
         # The parent keeps a dup of the data pipe's write end: its EOF tells
         # the child that the parent is gone (multiprocessing.parent_process).
         parent_sentinel = os.dup(data_fd)
         code = spawn._main(data_fd, parent_sentinel)
     finally:
+        if _EXIT_FUNCTION_RUNS_AT_EXIT:
+            import atexit
+            atexit._run_exitfuncs()
         os._exit(code)
+
+
+# As multiprocessing/popen_fork.py in 3.13 (gh-83856).
+_EXIT_FUNCTION_RUNS_AT_EXIT = sys.version_info >= (3, 13)
