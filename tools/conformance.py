@@ -75,6 +75,14 @@ ALLOWLIST = {
         "skips unless get_start_method() == 'forkserver'; it runs "
         "test/mp_preload.py, which calls get_context('forkserver') "
         "explicitly, so it never exercises the candidate.",
+    "TestResourceTracker.test_resource_tracker_sig*":
+        "check_resource_tracker_death() (bpo-31310) kills the stdlib "
+        "resource-tracker *process* found in resource_tracker."
+        "_resource_tracker._pid after ensure_running(), then expects a "
+        "relaunch warning.  warmfork folds the tracker into its server "
+        "(DESIGN.md section 1), so once the server has adopted the tracker "
+        "_pid is None and os.kill(None, sig) raises TypeError; the server's "
+        "own death is covered by warmfork's tests.",
     "TestFlags.test_flags":
         "3.12+: re-runs the interpreter with -E -S -O and calls "
         "set_start_method(<current method>) there; -S disables site, so a "
