@@ -248,6 +248,12 @@ def child_main(argv):
         def _set(self, test, outcome, detail):
             key = self._key(test)
             st = self._cur.get(key)
+            if st is None and isinstance(key, unittest.TestCase):
+                # 3.12+: a test skipped by decorator gets addSkip() without
+                # startTest()/stopTest()
+                emit(e="end", id=_short_id(key.id()), outcome=outcome,
+                     detail=detail[-6000:], dur=0.0)
+                return
             if st is None:
                 # setUpModule / setUpClass / tearDown* (_ErrorHolder)
                 emit(e="fixture", id=test.id() if hasattr(test, "id")
@@ -598,6 +604,19 @@ def _notable_output(run):
     return out
 
 
+def _fixture_key(fid):
+    """'tearDownModule (wfconf_x)' -> 'tearDownModule';
+    'setUpClass (wfconf_x.Cls)' -> 'setUpClass (Cls)'."""
+    return re.sub(r"\s*\(wfconf_[^.)]*\.?([^)]*)\)",
+                  lambda m: " (%s)" % m.group(1) if m.group(1) else "",
+                  fid).strip()
+
+
+def _fixture_errors(run):
+    return {_fixture_key(fid): detail for fid, outcome, detail in run.fixtures
+            if outcome in ("error", "fail")}
+
+
 def _allowed(sid):
     for pat, reason in ALLOWLIST.items():
         if fnmatch.fnmatchcase(sid, pat):
@@ -785,6 +804,7 @@ def main(argv=None):
                 _print_detail(sid, detail, opts.verbose)
 
     regressions, allowed, improved, flaky = [], [], [], []
+    fixture_regressions = []
     if len(runs) == 2 and rc != 2:
         cand, ref = runs[opts.candidate], runs[opts.reference]
         order = ref.collected or sorted(ref.results)
@@ -817,6 +837,20 @@ def main(argv=None):
                   % (opts.candidate, opts.reference, len(improved)))
             for sid, ro in improved:
                 print("  %-9s %s" % (ro, sid))
+        # setUpModule/setUpClass/tearDown* errors only under the candidate:
+        # regrtest would fail the whole test module for them.
+        ref_fx = _fixture_errors(ref)
+        for fkey, detail in sorted(_fixture_errors(cand).items()):
+            if fkey in ref_fx:
+                continue
+            reason = _allowed(fkey)
+            item = ("fixture " + fkey, "error", detail, reason)
+            if reason:
+                allowed.append(item)
+            else:
+                print("  %-9s %s" % ("ERROR", item[0]))
+                _print_detail(item[0], detail, opts.verbose)
+                fixture_regressions.append(item)
         if regressions and opts.rerun:
             # As regrtest does: rerun what failed, once, in a fresh
             # interpreter; a test that passes then is reported as flaky.
@@ -835,6 +869,7 @@ def main(argv=None):
             for sid, co, _, _ in regressions:
                 print("  %-9s %s (rerun: %s)" % (co.upper(), sid,
                                                  rerun.outcome_of(sid)))
+        regressions += fixture_regressions
         if regressions:
             rc = max(rc, 1)
 
