@@ -825,9 +825,18 @@ def main(argv=None):
         print("Tests passing under %s but not under %s: %d (%d allow-listed)"
               % (opts.reference, opts.candidate,
                  len(regressions) + len(allowed), len(allowed)))
+        notrun = [sid for sid, co, _, _ in regressions if co == "notrun"]
         for sid, co, detail, _ in regressions:
+            if co == "notrun":
+                continue
             print("  %-9s %s" % (co.upper(), sid))
             _print_detail(sid, detail, opts.verbose)
+        if notrun:
+            shown = notrun if opts.verbose else notrun[:5]
+            print("  NOTRUN    %d test(s) never ran under %s (budget spent or "
+                  "class/module fixture failed): %s%s"
+                  % (len(notrun), opts.candidate, ", ".join(shown),
+                     "" if len(shown) == len(notrun) else ", ... (-v: all)"))
         if allowed:
             print("  allow-listed (not applicable to %s):" % opts.candidate)
             for sid, co, detail, reason in allowed:
