@@ -860,7 +860,10 @@ def main(argv=None):
                 print("  %-9s %s" % ("ERROR", item[0]))
                 _print_detail(item[0], detail, opts.verbose)
                 fixture_regressions.append(item)
-        if regressions and opts.rerun:
+        if opts.rerun and len(regressions) > 20:
+            print("  (%d tests: too many to be flakiness, not rerun)"
+                  % len(regressions))
+        elif regressions and opts.rerun:
             # As regrtest does: rerun what failed, once, in a fresh
             # interpreter; a test that passes then is reported as flaky.
             ids = [sid for sid, _, _, _ in regressions]
