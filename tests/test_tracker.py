@@ -262,3 +262,31 @@ def test_children_share_a_stdlib_tracker_the_parent_already_had(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True,
                          text=True, timeout=60)
     assert out.stdout.split() == ["True", "True"], out.stderr
+
+
+STOP_AND_RESTART = r'''
+import multiprocessing as mp, sys
+from multiprocessing import resource_tracker, util
+import warmfork, helpers
+if __name__ == "__main__":
+    ctx = mp.get_context("warmfork")
+    lock = ctx.Lock()
+    tracker = resource_tracker._resource_tracker
+    # multiprocessing.util._cleanup_tests() (CPython's own test teardown)
+    # calls _stop(): with our server as tracker it must not wait on it.
+    tracker._stop()
+    assert tracker._fd is None
+    lock2 = ctx.Lock()                     # adopts the same server again
+    p = ctx.Process(target=helpers.exit_with, args=(6,)); p.start(); p.join()
+    print(tracker._fd is not None, p.exitcode)
+'''
+
+
+def test_stop_on_our_tracker_hangs_up_without_waiting(tmp_path):
+    script = tmp_path / "stop.py"
+    script.write_text(STOP_AND_RESTART)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(helpers.__file__))
+    out = subprocess.run([sys.executable, str(script)], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["True", "6"], out.stderr
+    assert "resource_tracker" not in out.stderr   # no stdlib tracker, no leak

@@ -211,7 +211,8 @@ def server_for(preload, replacing=None):
         server = _servers.get(key)
         if server is None:
             server = _servers[key] = ServerProcess(key)
-            _adopt_as_resource_tracker(server, replacing)
+            from . import stdlib_tracker
+            stdlib_tracker.adopt(server, replacing)
         return server
 
 
@@ -229,33 +230,10 @@ def replace_dead(server):
 
 
 def ensure_tracker(preload):
-    """Make sure this process's resource tracker is a warmfork server."""
-    from multiprocessing import resource_tracker
-    if resource_tracker._resource_tracker._fd is None:
-        server_for(preload)
-
-
-_tracker_server = [None]     # the server that is our resource tracker
-
-
-def _adopt_as_resource_tracker(server, replacing=None):
-    """Make our server this process's resource tracker, if none runs yet
-    (or if the one that was died).
-
-    The stdlib's ResourceTracker client then writes its REGISTER lines to
-    our server instead of spawning a tracker process.
-    """
-    from multiprocessing import resource_tracker
-    tracker = resource_tracker._resource_tracker
-    with tracker._lock:
-        if (tracker._fd is not None and replacing is not None
-                and _tracker_server[0] is replacing):
-            os.close(tracker._fd)
-            tracker._fd = None
-        if tracker._fd is None:
-            tracker._fd = os.dup(server.tracker_fd)
-            tracker._pid = None
-            _tracker_server[0] = server
+    """Make sure this process has a resource tracker, ours if none runs."""
+    from . import stdlib_tracker
+    if not stdlib_tracker.is_running():
+        stdlib_tracker.adopt(server_for(preload))
 
 
 def forget_all():

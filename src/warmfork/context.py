@@ -100,29 +100,13 @@ class WarmforkContext(_mp_context.BaseContext):
         from multiprocessing import reduction
         if not reduction.HAVE_SEND_HANDLE:
             raise ValueError("warmfork start method not available")
-        _hook_resource_tracker()
+        from . import stdlib_tracker
+        stdlib_tracker.hook_default_method(_start_tracking)
 
 
 def _start_tracking():
     from . import client
     client.ensure_tracker(current_preload())
-
-
-def _hook_resource_tracker():
-    """Once "warmfork" is the default method, route SharedMemory (which
-    registers with the global tracker, not a context) to our server too."""
-    from multiprocessing import get_start_method, resource_tracker
-    tracker = resource_tracker._resource_tracker
-    if "ensure_running" in vars(tracker):
-        return                                   # hooked already
-    stdlib_ensure_running = tracker.ensure_running
-
-    def ensure_running():
-        if (tracker._fd is None
-                and get_start_method(allow_none=True) == "warmfork"):
-            _start_tracking()
-        return stdlib_ensure_running()
-    tracker.ensure_running = ensure_running
 
 
 def _register():

@@ -118,8 +118,8 @@ class Popen(popen_fork.Popen):
 
     def _fds_to_send(self, server, data_r, status_w):
         """[data pipe, status pipe, resource tracker, the object's fds]."""
-        from multiprocessing import resource_tracker
-        tracker_fd = resource_tracker._resource_tracker._fd
+        from . import stdlib_tracker
+        tracker_fd = stdlib_tracker.current_fd()
         if tracker_fd is None:
             tracker_fd = server.tracker_fd
         return [data_r, status_w, tracker_fd] + self._fds

@@ -92,8 +92,7 @@ def main(config_fd):
     # ^C in the terminal reaches the whole process group: the parent decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    from multiprocessing import resource_tracker
-    from . import core
+    from . import core, stdlib_tracker
 
     failures = _preload(config)
     # What nearly every child unpickles (Connection, Queue, our _DupFd):
@@ -101,7 +100,7 @@ def main(config_fd):
     import multiprocessing.connection, multiprocessing.queues  # noqa: F401
     from . import popen_warmfork  # noqa: F401
     # Children inherit this and talk to our tracker with the stdlib client.
-    resource_tracker._resource_tracker._fd = config["tracker_client_fd"]
+    stdlib_tracker.use_in_child(config["tracker_client_fd"])
     _stdin_from_devnull()
     # Keep preloaded objects out of the GC's reach, so that children do not
     # un-share their pages by scanning them (DESIGN.md section 5).
@@ -181,17 +180,15 @@ def _run_child(srv):
     global _inherited_fds
     code = 1
     try:
-        from multiprocessing import resource_tracker, spawn, util
+        from multiprocessing import spawn, util
+        from . import stdlib_tracker
 
         fds = [srv.child_fds[i] for i in range(srv.child_nfds)]
         data_fd, tracker_fd, _inherited_fds = fds[0], fds[1], fds[2:]
         # Use the parent's resource tracker, as the stdlib's forkserver
         # children do: usually our own channel, but a stdlib tracker if the
         # parent had one running before warmfork started.
-        tracker = resource_tracker._resource_tracker
-        if tracker._fd != tracker_fd:
-            os.close(tracker._fd)
-            tracker._fd = tracker_fd
+        stdlib_tracker.use_in_child(tracker_fd)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         if _EXIT_FUNCTION_RUNS_AT_EXIT:
             # 3.13+: _bootstrap no longer calls util._exit_function (which
