@@ -102,26 +102,10 @@ fail:
     return -1;
 }
 
-void wf_server_close(struct wf_server *srv)
+/* Close every fd of the server's own: all but the tracker channel's client
+   end, which children keep.  Leaves the tables allocated. */
+static void close_server_fds(struct wf_server *srv)
 {
-    if (srv->clients) {
-        for (int i = 0; i < srv->nclients; i++)
-            close_fd(&srv->clients[i].fd);
-    }
-    if (srv->children) {
-        for (int i = 0; i < srv->nchildren; i++)
-            close_fd(&srv->children[i].status_fd);
-    }
-    for (int i = 0; i < srv->nidle; i++)
-        close_fd(&srv->idle[i].sock);
-    srv->nidle = 0;
-    free(srv->clients);
-    free(srv->children);
-    free(srv->tracked);
-    srv->clients = NULL;
-    srv->children = NULL;
-    srv->tracked = NULL;
-    srv->nclients = srv->nchildren = srv->ntracked = 0;
     if (sigchld_write_fd == srv->sigchld_w && srv->sigchld_w >= 0) {
         signal(SIGCHLD, SIG_DFL);
         sigchld_write_fd = -1;
@@ -132,7 +116,26 @@ void wf_server_close(struct wf_server *srv)
     close_fd(&srv->listen_fd);
     close_fd(&srv->alive_fd);
     close_fd(&srv->tracker_fd);
+    for (int i = 0; srv->clients && i < srv->nclients; i++)
+        close_fd(&srv->clients[i].fd);
+    for (int i = 0; srv->children && i < srv->nchildren; i++)
+        close_fd(&srv->children[i].status_fd);
+    for (int i = 0; i < srv->nidle; i++)
+        close_fd(&srv->idle[i].sock);
+    srv->nclients = srv->nchildren = srv->nidle = 0;
+}
+
+void wf_server_close(struct wf_server *srv)
+{
+    close_server_fds(srv);
     close_fd(&srv->tracker_client_fd);
+    free(srv->clients);
+    free(srv->children);
+    free(srv->tracked);
+    srv->clients = NULL;
+    srv->children = NULL;
+    srv->tracked = NULL;
+    srv->ntracked = 0;
 }
 
 static void drop_client(struct wf_server *srv, int index)
@@ -202,30 +205,10 @@ static int secrets_equal(const unsigned char *a, const unsigned char *b)
     return diff == 0;
 }
 
-/* In a new child: shed everything that belongs to the server. */
-static void shed_server(struct wf_server *srv)
-{
-    signal(SIGCHLD, SIG_DFL);
-    sigchld_write_fd = -1;
-    close_fd(&srv->sigchld_r);
-    close_fd(&srv->sigchld_w);
-    close_fd(&srv->spare_fd);
-    close_fd(&srv->listen_fd);
-    close_fd(&srv->alive_fd);
-    close_fd(&srv->tracker_fd);
-    for (int i = 0; i < srv->nclients; i++)
-        close_fd(&srv->clients[i].fd);
-    for (int i = 0; i < srv->nchildren; i++)
-        close_fd(&srv->children[i].status_fd);
-    for (int i = 0; i < srv->nidle; i++)
-        close_fd(&srv->idle[i].sock);
-    srv->nclients = srv->nchildren = srv->nidle = 0;
-}
-
 /* The child of a direct start: fds = [data_r, status_w, inherited...]. */
 static void become_child(struct wf_server *srv, int *fds, int nfds)
 {
-    shed_server(srv);
+    close_server_fds(srv);     /* shed everything of the server's */
     /* The status pipe is the server's to write; the child never holds it. */
     close(fds[1]);
     srv->child_fds[0] = fds[0];
@@ -243,7 +226,7 @@ static int idle_until_handoff(struct wf_server *srv, int sock)
     int nfds = 0;
     int rc;
 
-    shed_server(srv);
+    close_server_fds(srv);     /* shed everything of the server's */
     rc = wf_recv_frame(sock, &frame, srv->child_fds, WF_MAX_FDS, &nfds);
     close(sock);
     if (rc != 1 || frame.type != WF_START || nfds < 1)
