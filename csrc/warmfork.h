@@ -39,6 +39,7 @@
 #define WF_EV_CHILD 1   /* we are a freshly forked child: see child_fds */
 #define WF_EV_EXIT 2    /* owner gone, children reaped, tracker closed */
 #define WF_EV_NOTICE 3  /* something to report: see notice */
+#define WF_EV_IDLE 4    /* we are a new idle child: warm up, wf_idle_wait */
 
 /* Kinds of tracked names. */
 #define WF_KIND_SEMAPHORE 1
@@ -83,6 +84,7 @@ struct wf_server {
     int tracker_client_fd;  /* end that children inherit; closed at shutdown */
     unsigned char secret[WF_SECRET_SIZE];
     int pool_target;        /* idle pre-forked children to keep (0: none) */
+    int handoff_fd;         /* in an idle child: where its start arrives */
 
     /* Private to the C core. */
     uid_t uid;
@@ -131,6 +133,10 @@ pid_t wf_fork(void);
 int wf_server_init(struct wf_server *srv);
 /* Run until Python has something to do: returns WF_EV_* or -1 and errno. */
 int wf_server_run(struct wf_server *srv);
+/* In an idle child (after WF_EV_IDLE): wait for the one start it serves,
+   then for the parent's data.  Returns WF_EV_CHILD (see child_fds); exits
+   the process if the server hangs up first. */
+int wf_idle_wait(struct wf_server *srv);
 /* Unlink every name still tracked, recording each errno.  Returns count. */
 int wf_tracker_unlink_all(struct wf_server *srv);
 /* Free the tables and close the server's fds.  Safe to call twice. */

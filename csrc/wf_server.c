@@ -217,18 +217,15 @@ static void become_child(struct wf_server *srv, int *fds, int nfds)
     srv->child_nfds = nfds - 1;
 }
 
-/* An idle child: wait for the one start it will serve.  Returns
-   WF_EV_CHILD with child_fds = [data_r, inherited...]; exits when the
-   server hangs up (pool drained or server gone). */
-static int idle_until_handoff(struct wf_server *srv, int sock)
+int wf_idle_wait(struct wf_server *srv)
 {
     struct wf_frame frame;
     int nfds = 0;
     int rc;
 
-    close_server_fds(srv);     /* shed everything of the server's */
-    rc = wf_recv_frame(sock, &frame, srv->child_fds, WF_MAX_FDS, &nfds);
-    close(sock);
+    rc = wf_recv_frame(srv->handoff_fd, &frame, srv->child_fds, WF_MAX_FDS,
+                       &nfds);
+    close_fd(&srv->handoff_fd);
     if (rc != 1 || frame.type != WF_START || nfds < 1)
         _exit(0);      /* never ran user code: nothing to flush or report */
     srv->child_nfds = nfds;
@@ -241,8 +238,8 @@ static int idle_until_handoff(struct wf_server *srv, int sock)
     return WF_EV_CHILD;
 }
 
-/* Fork one idle child into the pool.  Returns WF_EV_CHILD in the child
-   (after its hand-off), 0 in the server, or a notice. */
+/* Fork one idle child into the pool.  Returns WF_EV_IDLE in the child,
+   0 in the server, or a notice. */
 static int spawn_idle(struct wf_server *srv)
 {
     int sv[2];
@@ -253,7 +250,9 @@ static int spawn_idle(struct wf_server *srv)
     pid = wf_fork();
     if (pid == 0) {
         close(sv[0]);
-        return idle_until_handoff(srv, sv[1]);
+        close_server_fds(srv);     /* shed everything of the server's */
+        srv->handoff_fd = sv[1];
+        return WF_EV_IDLE;
     }
     close(sv[1]);
     if (pid < 0) {

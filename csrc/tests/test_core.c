@@ -99,6 +99,8 @@ static pid_t run_server(int listen_fd, int alive[2], int pool)
         int ev = wf_server_run(srv);
         if (ev == WF_EV_NOTICE)
             continue;
+        if (ev == WF_EV_IDLE)
+            ev = wf_idle_wait(srv);
         if (ev == WF_EV_CHILD) {
             unsigned char code = 0;
             ssize_t n = read(srv->child_fds[0], &code, 1);
