@@ -129,10 +129,16 @@ class ServerProcess:
             self._alive_w, alive_w = alive_w, -1
         except BaseException:
             if alive_w >= 0:
-                os.close(alive_w)
+                os.close(alive_w)     # a server that did start now exits
             if self._sock is not None:
                 self._sock.close()
                 self._sock = None
+            for remove, path in ((os.unlink, socket_path),
+                                 (os.rmdir, socket_dir)):
+                try:
+                    remove(path)
+                except OSError:
+                    pass
             raise
         finally:
             for fd in to_close:
