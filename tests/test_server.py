@@ -284,3 +284,13 @@ def test_server_outlives_parent_until_last_child_then_cleans_up(tmp_path):
     assert not _pid_alive(child_pid)
     assert not _pid_alive(server_pid)
     assert not os.path.exists(socket_dir)
+
+
+def test_server_that_dies_while_starting_is_a_clear_error_and_leaves_nothing():
+    import glob
+    import tempfile
+    pattern = os.path.join(tempfile.gettempdir(), "warmfork-*")
+    before = set(glob.glob(pattern))
+    with pytest.raises(RuntimeError, match="exited while starting"):
+        client.ServerProcess((), pool_size=999)   # wf_server_init: EINVAL
+    assert set(glob.glob(pattern)) - before == set()
