@@ -69,3 +69,15 @@ def test_failing_preload_warns():
     with pytest.warns(warmfork.PreloadWarning, match="warmfork_nope"):
         server = warmfork.Server(preload=["warmfork_nope"])
     server.close()
+
+
+def test_killed_server_makes_spawn_raise_not_swap():
+    # A framework owns its Server: warmfork does not replace it behind its
+    # back; spawn() says the server is gone.
+    from warmfork.client import ServerGone
+    server = warmfork.Server()
+    os.kill(server.pid, signal.SIGKILL)
+    os.waitpid(server.pid, 0)
+    with pytest.raises(ServerGone):
+        server.spawn(helpers.noop)
+    server.close()

@@ -86,17 +86,18 @@ class Popen(popen_fork.Popen):
             set_spawning_popen(None)
 
         server = getattr(_override, "server", None)
+        embedded = server is not None        # started by a warmfork.Server
         data_r, data_w = os.pipe()
         status_r, status_w = os.pipe()
         try:
-            if server is None:
+            if not embedded:
                 server = client.server_for(current_preload())
             try:
                 self.pid = server.start(self._fds_to_send(server, data_r,
                                                           status_w))
             except client.ServerGone:
-                if getattr(_override, "server", None) is not None:
-                    raise                # a warmfork.Server: no silent swap
+                if embedded:
+                    raise                # its owner decides, no silent swap
                 server = client.replace_dead(server)
                 self.pid = server.start(self._fds_to_send(server, data_r,
                                                           status_w))
