@@ -1,7 +1,6 @@
 """The embedding API: warmfork.Server and its handles."""
 import os
 import signal
-import sys
 
 import pytest
 

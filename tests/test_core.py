@@ -34,6 +34,15 @@ def same_file(fd1, fd2):
     return (s1.st_dev, s1.st_ino) == (s2.st_dev, s2.st_ino)
 
 
+def assert_rejected_closing_fds(sock, err, maxfds=lib.WF_MAX_FDS):
+    """recv_frame fails with ``err`` and no received fd stays open."""
+    before = open_fds()
+    with pytest.raises(OSError) as info:
+        core.recv_frame(sock.fileno(), maxfds=maxfds)
+    assert info.value.errno == err
+    assert open_fds() == before
+
+
 @pytest.mark.parametrize("nfds", [0, 1, 250])
 def test_frame_with_fds_roundtrip(pair, nfds, no_fd_leak):
     a, b = pair
@@ -60,11 +69,7 @@ def test_too_many_fds_for_receiver_is_error_and_closes_them(pair, no_fd_leak):
     a, b = pair
     sent, spare = make_pipes(3)
     core.send_frame(a.fileno(), core.new_frame(lib.WF_START, nfds=3), sent)
-    before = open_fds()
-    with pytest.raises(OSError) as info:
-        core.recv_frame(b.fileno(), maxfds=2)
-    assert info.value.errno == errno.EMSGSIZE
-    assert open_fds() == before            # nothing received stays open
+    assert_rejected_closing_fds(b, errno.EMSGSIZE, maxfds=2)
     for fd in sent + spare:
         os.close(fd)
 
@@ -77,11 +82,7 @@ def test_truncated_control_data_is_error_and_closes_them(pair, no_fd_leak):
     frame = bytes(ffi.buffer(core.new_frame(lib.WF_START, nfds=253)))
     a.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                          struct.pack("253i", *([fd] * 253)))])
-    before = open_fds()
-    with pytest.raises(OSError) as info:
-        core.recv_frame(b.fileno())
-    assert info.value.errno == errno.EMSGSIZE
-    assert open_fds() == before
+    assert_rejected_closing_fds(b, errno.EMSGSIZE)
     os.close(fd)
 
 
@@ -91,11 +92,7 @@ def test_wrong_size_frame_is_bad_message(pair, payload, no_fd_leak):
     r, w = os.pipe()
     a.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                            struct.pack("i", r))])
-    before = open_fds()
-    with pytest.raises(OSError) as info:
-        core.recv_frame(b.fileno())
-    assert info.value.errno == errno.EBADMSG
-    assert open_fds() == before
+    assert_rejected_closing_fds(b, errno.EBADMSG)
     os.close(r)
     os.close(w)
 

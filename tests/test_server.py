@@ -6,7 +6,6 @@ import resource
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest

@@ -10,7 +10,6 @@ import json
 import os
 import secrets
 import socket
-import sys
 import tempfile
 import threading
 import warnings
