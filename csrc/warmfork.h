@@ -28,18 +28,31 @@
 #define WF_MAX_TRACKED 16384
 #define WF_NOTICE_SIZE 512
 #define WF_MAX_IDLE 64                  /* largest pre-forked pool */
+#define WF_TRACKER_BATCH 64             /* tracker records read per wake-up */
 
 /* Frame types. */
 #define WF_HELLO 1     /* client -> server: data = secret */
-#define WF_START 2     /* client -> server: fds = [data_r, status_w, ...] */
+#define WF_START 2     /* client -> server: fds in the WF_FD_* slots below */
 #define WF_OK 3        /* server -> client: arg = pid (START) or server pid */
 #define WF_ERROR 4     /* server -> client: arg = errno */
+
+/* The fds of a START, by slot.  The server keeps the status pipe and
+   passes the rest to the child unchanged, so a slot names the same fd on
+   the parent's side, in the server and in the child (where the status
+   slot holds -1).  The process object's own fds follow WF_FD_INHERITED. */
+#define WF_FD_STATUS 0      /* write end of the status pipe: the server's */
+#define WF_FD_DATA 1        /* read end of the data pipe (the pickle) */
+#define WF_FD_TRACKER 2     /* resource tracker channel the child uses */
+#define WF_FD_INHERITED 3   /* first of the fds the process object needs */
 
 /* What wf_server_run hands back to Python. */
 #define WF_EV_CHILD 1   /* we are a freshly forked child: see child_fds */
 #define WF_EV_EXIT 2    /* owner gone, children reaped, tracker closed */
 #define WF_EV_NOTICE 3  /* something to report: see notice */
 #define WF_EV_IDLE 4    /* we are a new idle child: warm up, wf_idle_wait */
+
+/* Flags in a START frame's arg. */
+#define WF_START_DAEMON 1   /* SIGTERM the child if its owner dies first */
 
 /* Kinds of tracked names. */
 #define WF_KIND_SEMAPHORE 1
@@ -58,6 +71,7 @@ struct wf_frame {
 struct wf_child {
     pid_t pid;
     int status_fd;     /* the parent's sentinel pipe; gets the exit code */
+    int daemon;        /* started with WF_START_DAEMON */
 };
 
 struct wf_idle {
@@ -73,17 +87,31 @@ struct wf_client {
 struct wf_tracked {
     int kind;
     int unlink_errno;  /* set by wf_tracker_unlink_all: 0 or errno */
+    uint32_t hash;     /* of kind and name: its home in the index */
     char name[WF_NAME_MAX + 1];
+};
+
+/* A source of errors that may pass (accept at ENOMEM, a refill fork at
+   EAGAIN): after a failure it is not tried again before retry_at, and the
+   delay doubles up to the server's retry_max_ms.  This bounds both the
+   CPU spent and the notices printed. */
+struct wf_backoff {
+    int64_t retry_at;       /* CLOCK_MONOTONIC ms; 0: may try now */
+    int delay_ms;           /* 0 after a success */
 };
 
 struct wf_server {
     /* Set by Python before wf_server_init. */
     int listen_fd;          /* SOCK_SEQPACKET listener, in a 0700 dir */
     int alive_fd;           /* read end: EOF when the owner is gone */
-    int tracker_fd;         /* server end of the tracker channel */
-    int tracker_client_fd;  /* end that children inherit; closed at shutdown */
+    int tracker_fd;         /* read end of the tracker pipe (packet mode) */
+    int tracker_client_fd;  /* its write end, which children inherit; the
+                               server drops it at shutdown, so EOF on the
+                               read end means no holder is left */
     unsigned char secret[WF_SECRET_SIZE];
     int pool_target;        /* idle pre-forked children to keep (0: none) */
+    int retry_min_ms;       /* first back-off after a transient error */
+    int retry_max_ms;       /* longest back-off */
     int handoff_fd;         /* in an idle child: where its start arrives */
 
     /* Private to the C core. */
@@ -95,19 +123,24 @@ struct wf_server {
     struct wf_client *clients;
     struct wf_child *children;
     struct wf_tracked *tracked;
+    int32_t *tracked_index; /* open addressing: tracked position + 1, or 0 */
     struct wf_idle idle[WF_MAX_IDLE];
     int nidle;
+    struct wf_backoff accept_backoff, refill_backoff, poll_backoff;
 
-    /* Filled for WF_EV_CHILD: the fds the parent sent, data pipe first. */
+    /* Filled for WF_EV_CHILD: the START's fds by WF_FD_* slot, with -1
+       in WF_FD_STATUS. */
     int child_fds[WF_MAX_FDS];
     int child_nfds;
-    /* Filled for WF_EV_NOTICE. */
+    /* Filled for WF_EV_NOTICE: the first notice of one turn of the loop;
+       later ones in the same turn are counted, not kept. */
     char notice[WF_NOTICE_SIZE];
-    /* Counters, for tests and statistics. */
-    uint64_t starts, handoffs, rejected_peers, bad_frames, bad_tracker_messages;
+    int notice_pending, notices_dropped;
 };
 
-/* Send one frame with nfds descriptors.  Returns 0 or -1 and errno. */
+/* Send one frame with nfds descriptors.  Returns 0 or -1 and errno.
+   Neither this nor wf_recv_frame retries EINTR: a client in Python must
+   get the chance to run its signal handlers (Ctrl-C) and retry itself. */
 int wf_send_frame(int sock, const struct wf_frame *frame,
                   const int *fds, int nfds);
 
@@ -119,10 +152,6 @@ int wf_send_frame(int sock, const struct wf_frame *frame,
 int wf_recv_frame(int sock, struct wf_frame *frame,
                   int *fds, int maxfds, int *nfds);
 
-/* Client side of one request: send frame+fds, wait for the reply frame.
-   Returns 0 or -1 and errno (ECONNRESET when the server hung up). */
-int wf_request(int sock, const struct wf_frame *request,
-               const int *fds, int nfds, struct wf_frame *reply);
 
 /* fork() with Python's semantics: takes the GIL, runs PyOS_BeforeFork and
    PyOS_AfterFork_Child/Parent (so os.register_at_fork hooks run), releases
@@ -144,6 +173,17 @@ void wf_server_close(struct wf_server *srv);
 /* CDEF-END */
 
 /* Internal, shared between the core's files. */
+int wf_tracker_init(struct wf_server *srv);
+/* Read up to WF_TRACKER_BATCH records, stopping after one that makes a
+   notice: 0, WF_EV_NOTICE, or -1 and errno. */
+int wf_tracker_read(struct wf_server *srv);
+/* Handle one record (one or more lines).  0 or WF_EV_NOTICE. */
 int wf_tracker_handle(struct wf_server *srv, const char *msg, size_t len);
+int64_t wf_now_ms(void);
+/* Format srv->notice; returns WF_EV_NOTICE. */
+int wf_notice(struct wf_server *srv, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* close() each of fds[0..nfds), ignoring -1 entries. */
+void wf_close_fds(const int *fds, int nfds);
 
 #endif /* WARMFORK_H */

@@ -47,9 +47,7 @@ int wf_send_frame(int sock, const struct wf_frame *frame,
         memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * nfds);
     }
     /* A SOCK_SEQPACKET record goes whole or fails: no short writes. */
-    do {
-        n = sendmsg(sock, &msg, MSG_NOSIGNAL);
-    } while (n < 0 && errno == EINTR);
+    n = sendmsg(sock, &msg, MSG_NOSIGNAL);
     if (n < 0)
         return -1;
     if ((size_t)n != sizeof(*frame)) {
@@ -59,10 +57,11 @@ int wf_send_frame(int sock, const struct wf_frame *frame,
     return 0;
 }
 
-static void close_all(int *fds, int nfds)
+void wf_close_fds(const int *fds, int nfds)
 {
     for (int i = 0; i < nfds; i++)
-        close(fds[i]);
+        if (fds[i] >= 0)
+            close(fds[i]);
 }
 
 int wf_recv_frame(int sock, struct wf_frame *frame,
@@ -83,9 +82,7 @@ int wf_recv_frame(int sock, struct wf_frame *frame,
     msg.msg_iovlen = 1;
     msg.msg_control = control.buf;
     msg.msg_controllen = sizeof(control.buf);
-    do {
-        n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-    } while (n < 0 && errno == EINTR);
+    n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
     if (n < 0)
         return -1;
 
@@ -112,7 +109,7 @@ int wf_recv_frame(int sock, struct wf_frame *frame,
         err = err ? err : EBADMSG;
 
     if (err) {
-        close_all(got, ngot);
+        wf_close_fds(got, ngot);
         errno = err;
         return -1;
     }
@@ -120,22 +117,4 @@ int wf_recv_frame(int sock, struct wf_frame *frame,
         memcpy(fds, got, sizeof(int) * ngot);
     *nfds = ngot;
     return 1;
-}
-
-int wf_request(int sock, const struct wf_frame *request,
-               const int *fds, int nfds, struct wf_frame *reply)
-{
-    int nreply_fds;
-    int rc;
-
-    if (wf_send_frame(sock, request, fds, nfds) < 0)
-        return -1;
-    rc = wf_recv_frame(sock, reply, NULL, 0, &nreply_fds);
-    if (rc < 0)
-        return -1;
-    if (rc == 0) {
-        errno = ECONNRESET;        /* the server hung up without a reply */
-        return -1;
-    }
-    return 0;
 }

@@ -3,10 +3,22 @@
  *
  * One poll() over: the listener, the authenticated clients, the owner's
  * "alive" pipe, the SIGCHLD self-pipe and the tracker channel.  A START
- * request is served entirely here (receive, fork, reply with the pid);
- * a reaped child's exit code goes down its status pipe, which is the
- * parent's sentinel.  The loop returns to Python only when Python has work:
- * in a new child, at shutdown, or with a notice to report.
+ * request is served entirely here (receive, fork or hand off, reply with
+ * the pid); a reaped child's exit code goes down its status pipe, which is
+ * the parent's sentinel.  The loop returns to Python only when Python has
+ * work: in a new child, at shutdown, or with a notice to report.
+ *
+ * Errors: the loop never ends on an error that may pass.  A client's bad
+ * frame drops that client; a resource shortage (ENOMEM, ENOBUFS, EMFILE,
+ * EAGAIN from fork) backs the failing source off (struct wf_backoff) with
+ * one notice per failure, so neither the CPU nor stderr is flooded.  Only
+ * an error that says the loop itself is broken (poll's EINVAL, EFAULT)
+ * returns -1, and Python then exits without unlinking any tracked name.
+ *
+ * Why the warm pool's timing lives here and not in Python: the refill
+ * decision is taken on every turn of the loop, and a trip back to Python
+ * for it would cost more than the refill saves.  Python sets the numbers
+ * (pool_target, retry_min_ms, retry_max_ms); C applies them.
  */
 #define _GNU_SOURCE
 #include "warmfork.h"
@@ -21,7 +33,17 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+/* The status fd comes first so that what the child gets is a contiguous
+   tail of a START's fds: hand_off sends fds + 1 as is. */
+#if WF_FD_STATUS != 0
+#error "WF_FD_STATUS must be slot 0"
+#endif
+
+#define DEFAULT_RETRY_MIN_MS 10
+#define DEFAULT_RETRY_MAX_MS 1000
 
 /* The one piece of global state: a signal handler can only reach globals.
    The server is single-threaded and runs one loop per process. */
@@ -45,13 +67,58 @@ static void close_fd(int *fd)
     }
 }
 
-static int notice(struct wf_server *srv, const char *fmt, ...)
+int64_t wf_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int wf_notice(struct wf_server *srv, const char *fmt, ...)
 {
     va_list ap;
+    if (srv->notice_pending) {
+        srv->notices_dropped++;
+        return WF_EV_NOTICE;
+    }
     va_start(ap, fmt);
     vsnprintf(srv->notice, sizeof(srv->notice), fmt, ap);
     va_end(ap);
+    srv->notice_pending = 1;
     return WF_EV_NOTICE;
+}
+
+/* After a failure: wait before the next try, twice as long as last time. */
+static void back_off(struct wf_server *srv, struct wf_backoff *b)
+{
+    b->delay_ms = b->delay_ms ? b->delay_ms * 2 : srv->retry_min_ms;
+    if (b->delay_ms > srv->retry_max_ms)
+        b->delay_ms = srv->retry_max_ms;
+    b->retry_at = wf_now_ms() + b->delay_ms;
+}
+
+static void succeeded(struct wf_backoff *b)
+{
+    b->delay_ms = 0;
+    b->retry_at = 0;
+}
+
+/* Milliseconds until ``b`` may be tried again (0: now). */
+static int wait_for(const struct wf_backoff *b, int64_t now)
+{
+    return b->retry_at > now ? (int)(b->retry_at - now) : 0;
+}
+
+static int set_fd_flags(int fd, int fd_flags, int status_flags)
+{
+    if (fd < 0)
+        return 0;
+    if (fd_flags && fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | fd_flags) < 0)
+        return -1;
+    if (status_flags
+        && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | status_flags) < 0)
+        return -1;
+    return 0;
 }
 
 int wf_server_init(struct wf_server *srv)
@@ -64,22 +131,33 @@ int wf_server_init(struct wf_server *srv)
     srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     srv->nclients = srv->nchildren = srv->ntracked = srv->nidle = 0;
     srv->owner_gone = srv->tracker_eof = 0;
+    srv->notice_pending = srv->notices_dropped = 0;
+    if (srv->retry_min_ms <= 0)
+        srv->retry_min_ms = DEFAULT_RETRY_MIN_MS;
+    if (srv->retry_max_ms < srv->retry_min_ms)
+        srv->retry_max_ms = srv->retry_min_ms > DEFAULT_RETRY_MAX_MS
+                            ? srv->retry_min_ms : DEFAULT_RETRY_MAX_MS;
     if (srv->pool_target < 0 || srv->pool_target > WF_MAX_IDLE) {
         errno = EINVAL;
         return -1;
     }
     srv->clients = calloc(WF_MAX_CLIENTS, sizeof(*srv->clients));
     srv->children = calloc(WF_MAX_CHILDREN, sizeof(*srv->children));
-    srv->tracked = calloc(WF_MAX_TRACKED, sizeof(*srv->tracked));
-    if (!srv->clients || !srv->children || !srv->tracked)
+    if (!srv->clients || !srv->children)
         goto nomem;
+    if (wf_tracker_init(srv) < 0)
+        goto fail;
     if (pipe2(pipe_fds, O_CLOEXEC | O_NONBLOCK) < 0)
         goto fail;
     srv->sigchld_r = pipe_fds[0];
     srv->sigchld_w = pipe_fds[1];
-    if (srv->tracker_fd >= 0 && fcntl(srv->tracker_fd, F_SETFL, O_NONBLOCK) < 0)
-        goto fail;
-    if (fcntl(srv->listen_fd, F_SETFL, O_NONBLOCK) < 0)
+    /* The fds Python passed were inherited across exec, so they are not
+       close-on-exec: a preloaded module that runs a program must not hand
+       it our listener, the tracker channel or the owner's alive pipe. */
+    if (set_fd_flags(srv->listen_fd, FD_CLOEXEC, O_NONBLOCK) < 0
+        || set_fd_flags(srv->alive_fd, FD_CLOEXEC, 0) < 0
+        || set_fd_flags(srv->tracker_fd, FD_CLOEXEC, O_NONBLOCK) < 0
+        || set_fd_flags(srv->tracker_client_fd, FD_CLOEXEC, 0) < 0)
         goto fail;
 
     sigchld_write_fd = srv->sigchld_w;
@@ -125,6 +203,16 @@ static void close_server_fds(struct wf_server *srv)
     srv->nclients = srv->nchildren = srv->nidle = 0;
 }
 
+/* In a new child: shed everything of the server's, and take back the
+   default SIGTERM and SIGINT the server ignores (Process.terminate() must
+   work from the first instant; Python installs its own SIGINT handler). */
+static void leave_server(struct wf_server *srv)
+{
+    close_server_fds(srv);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+}
+
 void wf_server_close(struct wf_server *srv)
 {
     close_server_fds(srv);
@@ -132,9 +220,11 @@ void wf_server_close(struct wf_server *srv)
     free(srv->clients);
     free(srv->children);
     free(srv->tracked);
+    free(srv->tracked_index);
     srv->clients = NULL;
     srv->children = NULL;
     srv->tracked = NULL;
+    srv->tracked_index = NULL;
     srv->ntracked = 0;
 }
 
@@ -152,33 +242,38 @@ static int accept_client(struct wf_server *srv)
 
     fd = accept4(srv->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) {
-        if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+        int err = errno;
+        if (err == EAGAIN || err == EINTR || err == ECONNABORTED)
             return 0;
-        if (errno == EMFILE || errno == ENFILE) {
+        if ((err == EMFILE || err == ENFILE) && srv->spare_fd >= 0) {
             /* The pending connection would keep poll() spinning: give up
                the spare fd, accept it, and hang up at once. */
-            int err = errno;
             close_fd(&srv->spare_fd);
             fd = accept4(srv->listen_fd, NULL, NULL, SOCK_CLOEXEC);
             if (fd >= 0)
                 close(fd);
             srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-            return notice(srv, "refused a connection: %s", strerror(err));
+            return wf_notice(srv, "refused a connection: %s", strerror(err));
         }
-        return -1;
+        /* ENOMEM, ENOBUFS, EPERM (a firewall), EPROTO, or EMFILE without
+           a spare: may pass.  Leave the connection queued and retry. */
+        back_off(srv, &srv->accept_backoff);
+        return wf_notice(srv, "cannot accept a connection (retrying in %d "
+                              "ms): %s", srv->accept_backoff.delay_ms,
+                         strerror(err));
     }
+    succeeded(&srv->accept_backoff);
     /* Drop a peer of another user before reading a byte from it. */
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0
         || cred.uid != srv->uid) {
         close(fd);
-        srv->rejected_peers++;
-        return notice(srv, "rejected a connection from uid %ld (pid %ld)",
-                      (long)cred.uid, (long)cred.pid);
+        return wf_notice(srv, "rejected a connection from uid %ld (pid %ld)",
+                         (long)cred.uid, (long)cred.pid);
     }
     if (srv->nclients >= WF_MAX_CLIENTS) {
         close(fd);
-        return notice(srv, "rejected a connection: %d clients already",
-                      WF_MAX_CLIENTS);
+        return wf_notice(srv, "rejected a connection: %d clients already",
+                         WF_MAX_CLIENTS);
     }
     srv->clients[srv->nclients].fd = fd;
     srv->clients[srv->nclients].authenticated = 0;
@@ -205,16 +300,22 @@ static int secrets_equal(const unsigned char *a, const unsigned char *b)
     return diff == 0;
 }
 
-/* The child of a direct start: fds = [data_r, status_w, inherited...]. */
+/* The status pipe is the server's alone: it writes the exit code there,
+   and a child holding it would keep the parent's sentinel from ever seeing
+   EOF.  Take it out of a START's fds; the rest (fds + 1) is the child's. */
+static int take_status_fd(int *fds)
+{
+    int fd = fds[WF_FD_STATUS];
+    fds[WF_FD_STATUS] = -1;
+    return fd;
+}
+
+/* The child of a direct start keeps the START's fds, slots unchanged. */
 static void become_child(struct wf_server *srv, int *fds, int nfds)
 {
-    close_server_fds(srv);     /* shed everything of the server's */
-    /* The status pipe is the server's to write; the child never holds it. */
-    close(fds[1]);
-    srv->child_fds[0] = fds[0];
-    for (int i = 2; i < nfds; i++)
-        srv->child_fds[i - 1] = fds[i];
-    srv->child_nfds = nfds - 1;
+    leave_server(srv);
+    memcpy(srv->child_fds, fds, sizeof(int) * nfds);
+    srv->child_nfds = nfds;
 }
 
 int wf_idle_wait(struct wf_server *srv)
@@ -223,34 +324,53 @@ int wf_idle_wait(struct wf_server *srv)
     int nfds = 0;
     int rc;
 
-    rc = wf_recv_frame(srv->handoff_fd, &frame, srv->child_fds, WF_MAX_FDS,
-                       &nfds);
+    do {
+        rc = wf_recv_frame(srv->handoff_fd, &frame, srv->child_fds + 1,
+                           WF_MAX_FDS - 1, &nfds);
+    } while (rc < 0 && errno == EINTR);
+    if (rc == 0)
+        _exit(0);      /* the server retired us: no start, no user code */
+    if (rc < 0 || frame.type != WF_START || nfds < WF_FD_INHERITED - 1) {
+        /* The server has already told a parent our pid: its start must
+           not look like a success. */
+        int err = rc < 0 ? errno : EBADMSG;
+        char line[160];
+        int len = snprintf(line, sizeof(line), "warmfork: idle child %ld "
+                           "could not receive its start: %s\n",
+                           (long)getpid(), strerror(err));
+        if (write(2, line, len) < 0) { /* nothing more we can say */ }
+        wf_close_fds(srv->child_fds + 1, nfds);
+        _exit(255);
+    }
     close_fd(&srv->handoff_fd);
-    if (rc != 1 || frame.type != WF_START || nfds < 1)
-        _exit(0);      /* never ran user code: nothing to flush or report */
-    srv->child_nfds = nfds;
+    srv->child_fds[WF_FD_STATUS] = -1;
+    srv->child_nfds = nfds + 1;
     /* Sleep again until the parent's data arrives.  Running Python now
        would take the CPU from the server (the wake-up preempts it) before
        it has even replied to the parent: measured, 1 ms per start. */
-    struct pollfd data = { srv->child_fds[0], POLLIN, 0 };
+    struct pollfd data = { srv->child_fds[WF_FD_DATA], POLLIN, 0 };
     while (poll(&data, 1, -1) < 0 && errno == EINTR)
         ;
     return WF_EV_CHILD;
 }
 
 /* Fork one idle child into the pool.  Returns WF_EV_IDLE in the child,
-   0 in the server, or a notice. */
+   0 in the server, or a notice (then the refill backs off). */
 static int spawn_idle(struct wf_server *srv)
 {
     int sv[2];
     pid_t pid;
 
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-        return notice(srv, "cannot refill the warm pool: %s", strerror(errno));
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+        back_off(srv, &srv->refill_backoff);
+        return wf_notice(srv, "cannot refill the warm pool (retrying in %d "
+                              "ms): %s", srv->refill_backoff.delay_ms,
+                         strerror(errno));
+    }
     pid = wf_fork();
     if (pid == 0) {
         close(sv[0]);
-        close_server_fds(srv);     /* shed everything of the server's */
+        leave_server(srv);
         srv->handoff_fd = sv[1];
         return WF_EV_IDLE;
     }
@@ -258,85 +378,79 @@ static int spawn_idle(struct wf_server *srv)
     if (pid < 0) {
         int err = errno;
         close(sv[0]);
-        srv->pool_target = 0;    /* do not retry in a tight loop */
-        return notice(srv, "cannot refill the warm pool (pool disabled): %s",
-                      strerror(err));
+        back_off(srv, &srv->refill_backoff);
+        return wf_notice(srv, "cannot refill the warm pool (retrying in %d "
+                              "ms): %s", srv->refill_backoff.delay_ms,
+                         strerror(err));
     }
+    succeeded(&srv->refill_backoff);
     srv->idle[srv->nidle].pid = pid;
     srv->idle[srv->nidle].sock = sv[0];
     srv->nidle++;
     return 0;
 }
 
-/* Give a start to an idle child.  Returns its pid, or -1 if no idle
-   child took it (each one that failed is dropped from the pool). */
-static pid_t hand_off(struct wf_server *srv, int *fds, int nfds)
+/* Give a start to an idle child: the child's fds, without the status fd.
+   Returns its pid, or -1 if no idle child took it (each one that failed
+   is dropped from the pool; it is reaped like any other). */
+static pid_t hand_off(struct wf_server *srv, const int *child_fds, int nfds)
 {
     struct wf_frame frame;
-    int handed[WF_MAX_FDS];
 
     memset(&frame, 0, sizeof(frame));
     frame.magic = WF_MAGIC;
     frame.type = WF_START;
-    frame.nfds = nfds - 1;
-    handed[0] = fds[0];                     /* everything but status_w */
-    for (int i = 2; i < nfds; i++)
-        handed[i - 1] = fds[i];
+    frame.nfds = nfds;
     while (srv->nidle > 0) {
         struct wf_idle child = srv->idle[--srv->nidle];
-        int rc = wf_send_frame(child.sock, &frame, handed, nfds - 1);
+        int rc;
+        do {
+            rc = wf_send_frame(child.sock, &frame, child_fds, nfds);
+        } while (rc < 0 && errno == EINTR);
         close(child.sock);
-        if (rc == 0) {
-            srv->handoffs++;
+        if (rc == 0)
             return child.pid;
-        }
-        /* That idle child died; it is reaped like any other. */
     }
     return -1;
 }
 
-/* Serve one START: fork, reply with the pid.  Returns WF_EV_CHILD in the
-   child, 0 in the server. */
+/* Serve one START: hand off or fork, reply with the pid.  Returns
+   WF_EV_CHILD in the child, 0 in the server. */
 static int start_child(struct wf_server *srv, int client_index,
-                       int *fds, int nfds)
+                       const struct wf_frame *request, int *fds, int nfds)
 {
     int client_fd = srv->clients[client_index].fd;
+    int status_fd;
     pid_t pid;
 
-    if (nfds < 2) {
-        for (int i = 0; i < nfds; i++)
-            close(fds[i]);
-        reply(client_fd, WF_ERROR, EINVAL);
+    if (nfds < WF_FD_INHERITED || srv->nchildren >= WF_MAX_CHILDREN) {
+        wf_close_fds(fds, nfds);
+        reply(client_fd, WF_ERROR, nfds < WF_FD_INHERITED ? EINVAL : EAGAIN);
         return 0;
     }
-    if (srv->nchildren >= WF_MAX_CHILDREN) {
-        for (int i = 0; i < nfds; i++)
-            close(fds[i]);
-        reply(client_fd, WF_ERROR, EAGAIN);
-        return 0;
-    }
-    pid = hand_off(srv, fds, nfds);
+    status_fd = take_status_fd(fds);
+    pid = hand_off(srv, fds + 1, nfds - 1);
     if (pid < 0)
         pid = wf_fork();
     if (pid == 0) {
+        close(status_fd);
         become_child(srv, fds, nfds);
         return WF_EV_CHILD;
     }
+    wf_close_fds(fds, nfds);            /* the child has its copies */
     if (pid < 0) {
         int err = errno;
-        for (int i = 0; i < nfds; i++)
-            close(fds[i]);
+        close(status_fd);
         reply(client_fd, WF_ERROR, err);
         return 0;
     }
-    /* Keep the status pipe for the exit code; the rest is the child's. */
+    /* Never block on a status pipe: a client could hand us a full one. */
+    (void)set_fd_flags(status_fd, 0, O_NONBLOCK);
     srv->children[srv->nchildren].pid = pid;
-    srv->children[srv->nchildren].status_fd = fds[1];
+    srv->children[srv->nchildren].status_fd = status_fd;
+    srv->children[srv->nchildren].daemon =
+        (request->arg & WF_START_DAEMON) != 0;
     srv->nchildren++;
-    srv->starts++;
-    close(fds[0]);
-    for (int i = 2; i < nfds; i++)
-        close(fds[i]);
     reply(client_fd, WF_OK, pid);
     return 0;
 }
@@ -357,47 +471,61 @@ static int serve_client(struct wf_server *srv, int index)
         drop_client(srv, index);         /* client went away */
         return 0;
     }
+    if (rc < 0 && (errno == ENOMEM || errno == ENOBUFS)) {
+        /* The record stays queued: back the whole loop off, then retry. */
+        back_off(srv, &srv->poll_backoff);
+        return wf_notice(srv, "cannot read a request (retrying in %d ms): "
+                              "%s", srv->poll_backoff.delay_ms,
+                         strerror(errno));
+    }
     if (rc < 0 && errno == EMSGSIZE && srv->clients[index].authenticated) {
         /* The record arrived whole but its fds did not (our fd table is
            full, or too many were sent): refuse this start, keep the client. */
-        srv->bad_frames++;
         reply(fd, WF_ERROR, EMSGSIZE);
-        return notice(srv, "refused a start: its fds did not all arrive "
-                           "(fd table full?)");
+        return wf_notice(srv, "refused a start: its fds did not all arrive "
+                              "(fd table full?)");
     }
     if (rc < 0) {
         int err = errno;
-        srv->bad_frames++;
         reply(fd, WF_ERROR, err);
         drop_client(srv, index);
-        return notice(srv, "dropped a client after a bad frame: %s",
-                      strerror(err));
+        return wf_notice(srv, "dropped a client after a bad frame: %s",
+                         strerror(err));
     }
     if (!srv->clients[index].authenticated) {
-        for (int i = 0; i < nfds; i++)
-            close(fds[i]);
+        wf_close_fds(fds, nfds);
         if (frame.type != WF_HELLO || nfds != 0
             || !secrets_equal(frame.data, srv->secret)) {
-            srv->rejected_peers++;
             reply(fd, WF_ERROR, EACCES);
             drop_client(srv, index);
-            return notice(srv, "dropped a client that did not prove the "
-                               "server's secret");
+            return wf_notice(srv, "dropped a client that did not prove the "
+                                  "server's secret");
         }
         srv->clients[index].authenticated = 1;
         reply(fd, WF_OK, getpid());
         return 0;
     }
     if (frame.type == WF_START)
-        return start_child(srv, index, fds, nfds);
+        return start_child(srv, index, &frame, fds, nfds);
 
-    for (int i = 0; i < nfds; i++)
-        close(fds[i]);
-    srv->bad_frames++;
+    wf_close_fds(fds, nfds);
     reply(fd, WF_ERROR, EBADMSG);
     drop_client(srv, index);
-    return notice(srv, "dropped a client after a frame of unknown type %u",
-                  (unsigned)frame.type);
+    return wf_notice(srv, "dropped a client after a frame of unknown type %u",
+                     (unsigned)frame.type);
+}
+
+/* Send a reaped child's exit code to its parent's sentinel. */
+static void report_exit(struct wf_server *srv, struct wf_child *child,
+                        int64_t code)
+{
+    /* Nonblocking: 8 bytes into our own pipe fit unless the client filled
+       it on purpose (then it loses the code, not the server its loop);
+       EPIPE means the parent is gone and nobody is listening. */
+    if (write(child->status_fd, &code, sizeof(code)) < 0 && errno == EAGAIN)
+        wf_notice(srv, "could not report the exit code of pid %ld: its "
+                       "status pipe is full", (long)child->pid);
+    close_fd(&child->status_fd);
 }
 
 /* Reap every exited child; send each one's exit code to its sentinel. */
@@ -420,12 +548,7 @@ static void reap_children(struct wf_server *srv)
         for (int i = 0; i < srv->nchildren; i++) {
             if (srv->children[i].pid != pid)
                 continue;
-            /* 8 bytes into an empty pipe never block; EPIPE means the
-               parent is gone and nobody is listening. */
-            if (write(srv->children[i].status_fd, &code, sizeof(code)) < 0) {
-                /* nothing to do */
-            }
-            close_fd(&srv->children[i].status_fd);
+            report_exit(srv, &srv->children[i], code);
             srv->children[i] = srv->children[--srv->nchildren];
             break;
         }
@@ -439,39 +562,20 @@ static void reap_children(struct wf_server *srv)
     }
 }
 
-/* Read every record waiting on the tracker channel. */
-static int read_tracker(struct wf_server *srv)
+/* The owner is gone: retire the idle children (they see EOF and exit),
+   and terminate the daemonic children, as the owner's own exit would have
+   (multiprocessing's atexit handler terminates daemonic children; after a
+   SIGKILL nobody runs it). */
+static void owner_gone(struct wf_server *srv)
 {
-    char buf[WF_NAME_MAX + 64];
-    for (;;) {
-        struct iovec iov = { buf, sizeof(buf) - 1 };
-        struct msghdr msg;
-        ssize_t n;
-
-        memset(&msg, 0, sizeof(msg));
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        n = recvmsg(srv->tracker_fd, &msg, MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN)
-                return 0;
-            return -1;
-        }
-        if (n == 0) {
-            srv->tracker_eof = 1;       /* every holder of the channel gone */
-            close_fd(&srv->tracker_fd);
-            return 0;
-        }
-        if (msg.msg_flags & MSG_TRUNC) {
-            srv->bad_tracker_messages++;
-            return notice(srv, "resource tracker: ignored a message longer "
-                               "than %d bytes", (int)sizeof(buf) - 1);
-        }
-        if (wf_tracker_handle(srv, buf, (size_t)n) == WF_EV_NOTICE)
-            return WF_EV_NOTICE;
-    }
+    srv->owner_gone = 1;
+    close_fd(&srv->alive_fd);
+    for (int i = 0; i < srv->nidle; i++)
+        close_fd(&srv->idle[i].sock);
+    srv->nidle = 0;
+    for (int i = 0; i < srv->nchildren; i++)
+        if (srv->children[i].daemon)
+            kill(srv->children[i].pid, SIGTERM);
 }
 
 /* Once the owner is gone and every child reaped, stop serving and give up
@@ -487,26 +591,42 @@ static void start_shutdown(struct wf_server *srv)
         srv->tracker_eof = 1;
 }
 
+static int finish_turn(struct wf_server *srv)
+{
+    if (!srv->notice_pending)
+        return 0;
+    if (srv->notices_dropped > 0) {
+        size_t len = strlen(srv->notice);
+        snprintf(srv->notice + len, sizeof(srv->notice) - len,
+                 " (and %d more notices)", srv->notices_dropped);
+    }
+    return WF_EV_NOTICE;
+}
+
 int wf_server_run(struct wf_server *srv)
 {
     struct pollfd pfd[WF_MAX_CLIENTS + 4];
 
+    srv->notice_pending = srv->notices_dropped = 0;
     for (;;) {
-        int n = 0, rc;
+        int n = 0, rc, timeout = -1;
         int listen_at = -1, alive_at = -1, tracker_at = -1, sigchld_at;
         int clients_at;
+        int64_t now = wf_now_ms();
 
-        if (srv->owner_gone && srv->nidle > 0) {
-            /* Idle children see EOF and exit; they are reaped as they go. */
-            for (int i = 0; i < srv->nidle; i++)
-                close_fd(&srv->idle[i].sock);
-            srv->nidle = 0;
-        }
         if (srv->owner_gone && srv->nchildren == 0) {
             if (srv->tracker_client_fd >= 0 || srv->listen_fd >= 0)
                 start_shutdown(srv);
             if (srv->tracker_eof)
                 return WF_EV_EXIT;
+        }
+        if (wait_for(&srv->poll_backoff, now) > 0) {
+            /* A resource shortage: let it pass before polling again. */
+            struct timespec ts = { 0, wait_for(&srv->poll_backoff, now)
+                                      * 1000000L };
+            nanosleep(&ts, NULL);
+            succeeded(&srv->poll_backoff);
+            continue;
         }
 
         sigchld_at = n;
@@ -520,8 +640,13 @@ int wf_server_run(struct wf_server *srv)
             pfd[n].fd = srv->tracker_fd; pfd[n++].events = POLLIN;
         }
         if (srv->listen_fd >= 0) {
-            listen_at = n;
-            pfd[n].fd = srv->listen_fd; pfd[n++].events = POLLIN;
+            int wait = wait_for(&srv->accept_backoff, now);
+            if (wait == 0) {
+                listen_at = n;
+                pfd[n].fd = srv->listen_fd; pfd[n++].events = POLLIN;
+            } else {
+                timeout = wait;
+            }
         }
         clients_at = n;
         for (int i = 0; i < srv->nclients; i++) {
@@ -530,16 +655,31 @@ int wf_server_run(struct wf_server *srv)
 
         /* Refill the pool only when nothing else is waiting: a request
            that is already here goes first. */
-        int refill = !srv->owner_gone && srv->nidle < srv->pool_target;
-        rc = poll(pfd, n, refill ? 0 : -1);
+        int refill = 0;
+        if (!srv->owner_gone && srv->nidle < srv->pool_target) {
+            int wait = wait_for(&srv->refill_backoff, now);
+            refill = wait == 0;
+            if (timeout < 0 || wait < timeout)
+                timeout = wait;
+        }
+        rc = poll(pfd, n, timeout);
         if (rc < 0) {
             if (errno == EINTR)
                 continue;
-            return -1;
+            if (errno == ENOMEM) {
+                back_off(srv, &srv->poll_backoff);
+                wf_notice(srv, "poll failed (retrying in %d ms): %s",
+                          srv->poll_backoff.delay_ms, strerror(errno));
+                if ((rc = finish_turn(srv)) != 0)
+                    return rc;
+                continue;
+            }
+            return -1;          /* EINVAL, EFAULT: the loop itself is wrong */
         }
-        if (rc == 0 && refill) {
-            rc = spawn_idle(srv);
-            if (rc != 0)
+        if (rc == 0) {
+            if (refill && (rc = spawn_idle(srv)) == WF_EV_IDLE)
+                return rc;
+            if ((rc = finish_turn(srv)) != 0)
                 return rc;
             continue;
         }
@@ -550,21 +690,18 @@ int wf_server_run(struct wf_server *srv)
         if (alive_at >= 0 && pfd[alive_at].revents) {
             char byte;
             ssize_t got = read(srv->alive_fd, &byte, 1);
-            if (got <= 0 && !(got < 0 && (errno == EINTR || errno == EAGAIN))) {
-                srv->owner_gone = 1;
-                close_fd(&srv->alive_fd);
-            }
+            if (got <= 0 && !(got < 0 && (errno == EINTR || errno == EAGAIN)))
+                owner_gone(srv);
         }
-        if (tracker_at >= 0 && pfd[tracker_at].revents) {
-            rc = read_tracker(srv);
-            if (rc != 0)
-                return rc;
+        if (tracker_at >= 0 && pfd[tracker_at].revents
+            && wf_tracker_read(srv) < 0) {
+            back_off(srv, &srv->poll_backoff);
+            wf_notice(srv, "resource tracker: read failed (retrying in %d "
+                           "ms): %s", srv->poll_backoff.delay_ms,
+                      strerror(errno));
         }
-        if (listen_at >= 0 && pfd[listen_at].revents) {
-            rc = accept_client(srv);
-            if (rc != 0)
-                return rc;
-        }
+        if (listen_at >= 0 && pfd[listen_at].revents)
+            accept_client(srv);
         /* Walk clients from the end: serving one may drop it (swap-remove),
            which moves only entries we have already visited. */
         for (int i = n - clients_at - 1; i >= 0; i--) {
@@ -572,9 +709,10 @@ int wf_server_run(struct wf_server *srv)
                 continue;
             if (srv->clients[i].fd != pfd[clients_at + i].fd)
                 continue;
-            rc = serve_client(srv, i);
-            if (rc != 0)
+            if ((rc = serve_client(srv, i)) == WF_EV_CHILD)
                 return rc;
         }
+        if ((rc = finish_turn(srv)) != 0)
+            return rc;
     }
 }

@@ -111,11 +111,11 @@ def test_child_holds_only_expected_fds():
     fds = r.recv()
     p.join(10)
     # stdio; our connection and the parent sentinel (pipes); the tracker
-    # channel (a socket); /dev/null from the stdlib's _close_stdin in
+    # channel (a packet-mode pipe); /dev/null from the stdlib's _close_stdin in
     # _bootstrap.  None of the server's listener, clients or pipes.
     kinds = sorted(target.split(":")[0] for fd, target in fds.items()
                    if fd > 2)
-    assert kinds == ["/dev/null", "pipe", "pipe", "socket"], fds
+    assert kinds == ["/dev/null", "pipe", "pipe", "pipe"], fds
 
 
 def test_queue_simplequeue_pipe():

@@ -13,6 +13,8 @@ import pytest
 import warmfork
 from warmfork import client, core
 from warmfork.core import lib
+from warmfork.context import DEFAULT_POOL_SIZE
+from warmfork.popen_warmfork import default_server
 
 import helpers
 
@@ -21,7 +23,7 @@ ctx = mp.get_context("warmfork")
 
 @pytest.fixture
 def server():
-    srv = client.ServerProcess(())
+    srv = client.ServerProcess((), DEFAULT_POOL_SIZE)
     yield srv
     srv.close()
 
@@ -150,7 +152,7 @@ def test_peer_of_another_uid_is_dropped_before_it_is_heard(server):
 def test_killed_server_is_replaced_with_a_warning():
     p = ctx.Process(target=helpers.sleep, args=(30,))
     p.start()
-    old = client.server_for(warmfork.context.current_preload())
+    old = default_server()
     os.kill(old.pid, 9)
     os.waitpid(old.pid, 0)
     with pytest.warns(RuntimeWarning, match="died"):
@@ -158,7 +160,7 @@ def test_killed_server_is_replaced_with_a_warning():
         q.start()
     q.join(20)
     assert q.exitcode == 4
-    assert client.server_for(warmfork.context.current_preload()) is not old
+    assert default_server() is not old
     # The orphan's exit code is unknowable; as the stdlib says, 255.
     os.kill(p.pid, 9)
     p.join(20)
@@ -192,7 +194,7 @@ def test_preloaded_module_is_already_in_child():
 
 def test_full_fd_table_in_parent_is_a_clear_error_and_loses_nothing():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    client.server_for(warmfork.context.current_preload())
+    default_server()
     opened = []
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
     try:
@@ -246,12 +248,12 @@ def test_full_fd_table_in_server_refuses_then_recovers(server):
 SERVER_LIFETIME_SCRIPT = """
 import multiprocessing as mp, os, sys, time
 import warmfork, helpers
-from warmfork import client
+from warmfork.popen_warmfork import default_server
 if __name__ == "__main__":
     ctx = mp.get_context("warmfork")
     p = ctx.Process(target=helpers.sleep, args=(float(sys.argv[1]),))
     p.start()
-    srv = client.server_for(warmfork.context.current_preload())
+    srv = default_server()
     print(srv.pid, p.pid, os.path.dirname(srv.socket_path), flush=True)
     os._exit(0)    # the parent vanishes without cleaning up
 """

@@ -43,8 +43,8 @@ if __name__ == "__main__":
         p.start()
         names += r.recv()
         children.append(p.pid)
-    from warmfork import client
-    srv = client.server_for(warmfork.context.current_preload())
+    from warmfork.popen_warmfork import default_server
+    srv = default_server()
     print(json.dumps({"names": names, "children": children,
                       "server": srv.pid, "parent": os.getpid()}), flush=True)
     time.sleep(60)
@@ -198,8 +198,8 @@ if __name__ == "__main__":
     shm = shared_memory.SharedMemory(create=True, size=4096)
     # ...and still starts children.
     p = ctx.Process(target=helpers.exit_with, args=(9,)); p.start(); p.join()
-    from warmfork import client
-    srv = client.server_for(warmfork.context.current_preload())
+    from warmfork.popen_warmfork import default_server
+    srv = default_server()
     print(json.dumps({"shm": shm.name, "code": p.exitcode,
                       "server": srv.pid}), flush=True)
     os._exit(0)      # leak the segment on purpose

@@ -66,7 +66,7 @@ static void test_tracker_parsing(void)
         "UNREGISTER:/nope:semaphore\n", "SHOUT:/x:semaphore\n",
     };
     memset(&srv, 0, sizeof(srv));
-    srv.tracked = calloc(WF_MAX_TRACKED, sizeof(*srv.tracked));
+    CHECK(wf_tracker_init(&srv) == 0);
     CHECK(wf_tracker_handle(&srv, "REGISTER:/wf-test-c:dummy\n", 26) == 0);
     CHECK(wf_tracker_handle(&srv, "REGISTER:/wf-test-c:dummy\n", 26) == 0);
     CHECK(srv.ntracked == 1);
@@ -75,7 +75,49 @@ static void test_tracker_parsing(void)
         CHECK(wf_tracker_handle(&srv, bad[i], strlen(bad[i])) == WF_EV_NOTICE);
     CHECK(wf_tracker_handle(&srv, "UNREGISTER:/wf-test-c:dummy\n", 28) == 0);
     CHECK(srv.ntracked == 0);
+    /* Two lines in one packet are two records. */
+    CHECK(wf_tracker_handle(&srv, "REGISTER:/a:dummy\nREGISTER:/b:dummy\n",
+                            36) == 0);
+    CHECK(srv.ntracked == 2);
+    CHECK(wf_tracker_handle(&srv, "UNREGISTER:/a:dummy\nUNREGISTER:/b:dummy",
+                            39) == 0);
+    CHECK(srv.ntracked == 0);
     free(srv.tracked);
+    free(srv.tracked_index);
+}
+
+/* The index under churn: fill the table, remove in another order, and
+   check that every name is found exactly while it is registered. */
+static void test_tracker_index(void)
+{
+    struct wf_server srv;
+    char rec[64];
+    int n;
+
+    memset(&srv, 0, sizeof(srv));
+    CHECK(wf_tracker_init(&srv) == 0);
+    for (int i = 0; i < WF_MAX_TRACKED; i++) {
+        n = snprintf(rec, sizeof(rec), "REGISTER:/n%d:dummy\n", i);
+        CHECK(wf_tracker_handle(&srv, rec, n) == 0);
+    }
+    CHECK(srv.ntracked == WF_MAX_TRACKED);
+    CHECK(wf_tracker_handle(&srv, "REGISTER:/over:dummy\n", 21)
+          == WF_EV_NOTICE);                         /* table full */
+    for (int i = 0; i < WF_MAX_TRACKED; i += 2) {   /* every other one */
+        n = snprintf(rec, sizeof(rec), "UNREGISTER:/n%d:dummy\n",
+                     (i * 7919) % WF_MAX_TRACKED);  /* a scrambled order */
+        if (((i * 7919) % WF_MAX_TRACKED) % 2 == 0)
+            CHECK(wf_tracker_handle(&srv, rec, n) == 0);
+    }
+    CHECK(srv.ntracked == WF_MAX_TRACKED / 2);
+    for (int i = 0; i < WF_MAX_TRACKED; i++) {
+        /* Registered ones are a set (0), removed ones unregister once. */
+        n = snprintf(rec, sizeof(rec), "UNREGISTER:/n%d:dummy\n", i);
+        CHECK(wf_tracker_handle(&srv, rec, n) == (i % 2 ? 0 : WF_EV_NOTICE));
+    }
+    CHECK(srv.ntracked == 0);
+    free(srv.tracked);
+    free(srv.tracked_index);
 }
 
 /* Run the server in a child: exits 0 after WF_EV_EXIT, or runs a started
@@ -103,9 +145,10 @@ static pid_t run_server(int listen_fd, int alive[2], int pool)
             ev = wf_idle_wait(srv);
         if (ev == WF_EV_CHILD) {
             unsigned char code = 0;
-            ssize_t n = read(srv->child_fds[0], &code, 1);
-            close(srv->child_fds[0]);
-            free(srv->clients); free(srv->children); free(srv->tracked);
+            ssize_t n = read(srv->child_fds[WF_FD_DATA], &code, 1);
+            CHECK(srv->child_fds[WF_FD_STATUS] == -1);
+            wf_close_fds(srv->child_fds, srv->child_nfds);
+            wf_server_close(srv);
             free(srv);
             _exit(n == 1 ? code : 91);
         }
@@ -116,24 +159,37 @@ static pid_t run_server(int listen_fd, int alive[2], int pool)
     }
 }
 
+/* Send a request frame and wait for the reply. */
+static int request(int sock, const struct wf_frame *req, const int *fds,
+                   int nfds, struct wf_frame *reply)
+{
+    int nreply_fds;
+    if (wf_send_frame(sock, req, fds, nfds) < 0)
+        return -1;
+    return wf_recv_frame(sock, reply, NULL, 0, &nreply_fds) == 1 ? 0 : -1;
+}
+
 static int start_child(int sock, unsigned char code)
 {
-    int data[2], status[2], fds[2];
+    int data[2], status[2], tracker[2], fds[WF_FD_INHERITED];
     struct wf_frame req, reply;
     int64_t exit_code = -1;
 
-    if (pipe(data) < 0 || pipe(status) < 0)
+    if (pipe(data) < 0 || pipe(status) < 0 || pipe(tracker) < 0)
         return -1;
     memset(&req, 0, sizeof(req));
     req.magic = WF_MAGIC;
     req.type = WF_START;
-    req.nfds = 2;
-    fds[0] = data[0];
-    fds[1] = status[1];
-    CHECK(wf_request(sock, &req, fds, 2, &reply) == 0);
+    req.nfds = WF_FD_INHERITED;
+    fds[WF_FD_STATUS] = status[1];
+    fds[WF_FD_DATA] = data[0];
+    fds[WF_FD_TRACKER] = tracker[1];
+    CHECK(request(sock, &req, fds, WF_FD_INHERITED, &reply) == 0);
     CHECK(reply.type == WF_OK && reply.arg > 0);
     close(data[0]);
     close(status[1]);
+    close(tracker[0]);
+    close(tracker[1]);
     CHECK(write(data[1], &code, 1) == 1);
     close(data[1]);
     CHECK(read(status[0], &exit_code, sizeof(exit_code)) == sizeof(exit_code));
@@ -167,7 +223,7 @@ static void test_server_loop(int pool)
     hello.magic = WF_MAGIC;
     hello.type = WF_HELLO;
     memset(hello.data, 7, WF_SECRET_SIZE);
-    CHECK(wf_request(sock, &hello, NULL, 0, &reply) == 0);
+    CHECK(request(sock, &hello, NULL, 0, &reply) == 0);
     CHECK(reply.type == WF_OK && reply.arg == server);
     for (int i = 0; i < 5; i++)
         CHECK(start_child(sock, (unsigned char)(10 + i)) == 10 + i);
@@ -180,12 +236,27 @@ static void test_server_loop(int pool)
     rmdir(dir);
 }
 
+static void test_server_loop_without_pool(void) { test_server_loop(0); }
+static void test_server_loop_with_pool(void) { test_server_loop(2); }
+
 int main(void)
 {
-    test_frames();
-    test_tracker_parsing();
-    test_server_loop(0);
-    test_server_loop(2);
-    printf("%d passed, %d failed\n", failures ? 0 : 4, failures ? 1 : 0);
-    return failures != 0;
+    static const struct { const char *name; void (*run)(void); } tests[] = {
+        {"frames", test_frames},
+        {"tracker_parsing", test_tracker_parsing},
+        {"tracker_index", test_tracker_index},
+        {"server_loop_without_pool", test_server_loop_without_pool},
+        {"server_loop_with_pool", test_server_loop_with_pool},
+    };
+    int ntests = sizeof(tests) / sizeof(tests[0]), failed = 0;
+    for (int i = 0; i < ntests; i++) {
+        int before = failures;
+        tests[i].run();
+        if (failures != before) {
+            failed++;
+            fprintf(stderr, "FAILED: %s\n", tests[i].name);
+        }
+    }
+    printf("%d passed, %d failed\n", ntests - failed, failed);
+    return failed != 0;
 }

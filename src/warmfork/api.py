@@ -11,8 +11,9 @@ multiprocessing processes: current_process(), parent_process() and the
 pickling rules are exactly those of the "warmfork" start method.
 """
 from .client import ServerProcess
-from .context import WarmforkProcess
-from .popen_warmfork import use_server
+from .context import (WarmforkProcess, check_pool_size, check_preload,
+                      current_pool_size)
+from .popen_warmfork import use_server, warm_up_sample
 
 __all__ = ["Server", "Handle"]
 
@@ -70,14 +71,11 @@ class Server:
     """
 
     def __init__(self, preload=(), pool_size=None):
-        preload = list(preload)
-        if not all(isinstance(name, str) for name in preload):
-            raise TypeError("preload must be a list of module names")
-        if pool_size is not None and not (isinstance(pool_size, int)
-                                          and 0 <= pool_size <= 64):
-            raise ValueError("pool_size must be an int from 0 to 64")
-        self.preload = tuple(preload)
-        self._server = ServerProcess(self.preload, pool_size)
+        self.preload = check_preload(preload)
+        pool_size = check_pool_size(current_pool_size() if pool_size is None
+                                    else pool_size)
+        self._server = ServerProcess(self.preload, pool_size,
+                                     warm_up_sample())
 
     @property
     def pid(self):

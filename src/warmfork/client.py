@@ -2,7 +2,9 @@
 
 One server per parent and preload set.  The parent keeps one persistent,
 authenticated connection to it (DESIGN.md section 6) instead of a new
-connection per start; a lock makes it safe under threads.
+connection per start; a lock makes it safe under threads.  This module
+knows nothing of multiprocessing's process objects: callers pass the
+settings (preload, pool size, warm-up sample) and the START's fds.
 """
 import atexit
 import errno
@@ -12,16 +14,21 @@ import secrets
 import socket
 import tempfile
 import threading
+import time
 import warnings
 
 from . import core
 
 __all__ = ["ServerProcess", "ServerGone", "PreloadWarning",
-           "server_for", "forget_all"]
+           "server_for", "replace_dead", "forget_all"]
 
 # errnos that mean the server is gone rather than that a request was bad.
 _GONE_ERRNOS = {errno.EPIPE, errno.ECONNRESET, errno.ECONNREFUSED,
                 errno.ENOTCONN, errno.ENOENT}
+
+# How long to wait for a server that hung up to become a zombie we can
+# reap (it is exiting: its last act was closing our connection).
+_REAP_TIMEOUT = 2.0
 
 
 class ServerGone(OSError):
@@ -29,7 +36,7 @@ class ServerGone(OSError):
 
 
 class PreloadWarning(RuntimeWarning):
-    """A module in the preload list failed to import in the server."""
+    """The server's preload failed, or left threads running."""
 
 
 def _read_all(fd):
@@ -41,23 +48,30 @@ def _read_all(fd):
         chunks.append(chunk)
 
 
-def _main_module_config():
-    """Where the parent's __main__ comes from, as spawn.prepare would use."""
+def _parent_config():
+    """What the server needs of the parent to run its __main__ as a spawn
+    child would: where __main__ comes from, sys.path, sys.argv, cwd."""
     from multiprocessing import spawn
     data = spawn.get_preparation_data("ignore")
     return {"main_path": data.get("init_main_from_path"),
             "main_name": data.get("init_main_from_name"),
-            "sys_path": data.get("sys_path")}
+            "sys_path": data.get("sys_path"),
+            "sys_argv": data.get("sys_argv"),
+            "dir": data.get("dir")}
+
+
+def _tracker_channel():
+    """The resource tracker's channel: a pipe in packet mode, so that its
+    EOF means "no holder left" and records never merge (wf_tracker.c)."""
+    return os.pipe2(os.O_DIRECT | os.O_CLOEXEC)
 
 
 class ServerProcess:
     """A running warmfork server and this process's connection to it."""
 
-    def __init__(self, preload=(), pool_size=None):
-        from .context import current_pool_size
+    def __init__(self, preload=(), pool_size=0, warm_up=b""):
         self.preload = tuple(preload)
-        self.pool_size = (current_pool_size() if pool_size is None
-                          else pool_size)
+        self.pool_size = pool_size
         self.pid = None
         self.socket_path = None
         self._secret = None
@@ -66,40 +80,41 @@ class ServerProcess:
         self._alive_w = -1
         self._lock = threading.Lock()
         self._start_frame = core.new_frame(core.lib.WF_START)
-        self._launch()
+        self._launch(warm_up)
 
-    def _launch(self):
+    def _launch(self, warm_up):
         from multiprocessing import spawn, util
+        from . import stdlib_compat
 
         secret = secrets.token_bytes(core.SECRET_SIZE)
         socket_dir = tempfile.mkdtemp(prefix="warmfork-")   # mode 0700
         socket_path = os.path.join(socket_dir, "server.sock")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        tracker_server, tracker_client = socket.socketpair(
-            socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        tracker_r, tracker_w = _tracker_channel()
         alive_r, alive_w = os.pipe()
         config_r, config_w = os.pipe()
         ready_r, ready_w = os.pipe()
-        to_close = [alive_r, config_r, ready_w, config_w, ready_r]
+        to_close = [alive_r, config_r, ready_w, config_w, ready_r,
+                    tracker_r, tracker_w]
         try:
             listener.bind(socket_path)
             listener.listen(64)
-            config = dict(_main_module_config(),
+            config = dict(_parent_config(),
                           preload=list(self.preload),
                           pool_size=self.pool_size,
+                          warm_up=warm_up.hex(),
                           listen_fd=listener.fileno(), alive_fd=alive_r,
-                          tracker_fd=tracker_server.fileno(),
-                          tracker_client_fd=tracker_client.fileno(),
+                          tracker_fd=tracker_r, tracker_client_fd=tracker_w,
                           ready_fd=ready_w, secret=secret.hex(),
-                          socket_path=socket_path, socket_dir=socket_dir)
+                          socket_path=socket_path)
             exe = spawn.get_executable()
-            args = [exe] + util._args_from_interpreter_flags()
+            args = [exe] + stdlib_compat.interpreter_flags()
             args += ["-c", "from warmfork.server import main; main(%d)"
                      % config_r]
             fds_to_pass = [listener.fileno(), alive_r, config_r, ready_w,
-                           tracker_server.fileno(), tracker_client.fileno()]
+                           tracker_r, tracker_w]
             self.pid = util.spawnv_passfds(exe, args, fds_to_pass)
-            for fd in (alive_r, config_r, ready_w):
+            for fd in (alive_r, config_r, ready_w, tracker_r):
                 os.close(fd)
                 to_close.remove(fd)
             os.write(config_w, json.dumps(config).encode())
@@ -107,70 +122,102 @@ class ServerProcess:
             to_close.remove(config_w)
             ready = _read_all(ready_r)
             if not ready:
-                self._reap_if_dead()
+                self._reap()
                 raise RuntimeError("the warmfork server (pid %s) exited "
                                    "while starting; its stderr says why"
                                    % self.pid)
-            ready = json.loads(ready.decode())
-            for module, error in ready["failures"]:
-                warnings.warn("warmfork: preloading %r failed in the server: "
-                              "%s" % (module, error), PreloadWarning,
-                              stacklevel=4)
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            self._sock.connect(socket_path)
-            hello = core.new_frame(core.lib.WF_HELLO, data=secret)
-            reply = core.request(self._sock.fileno(), hello)
-            if reply.type != core.lib.WF_OK:
-                raise OSError(reply.arg, "warmfork server refused us: %s"
-                              % os.strerror(reply.arg))
-            self.tracker_fd = os.dup(tracker_client.fileno())
+            self._warn_about(json.loads(ready.decode()))
             self.socket_path, self._secret = socket_path, secret
+            self._connect()
+            self.tracker_fd, tracker_w = tracker_w, -1
+            to_close.remove(self.tracker_fd)
             self._alive_w, alive_w = alive_w, -1
         except BaseException:
             if alive_w >= 0:
                 os.close(alive_w)     # a server that did start now exits
-            if self._sock is not None:
-                self._sock.close()
-                self._sock = None
-            for remove, path in ((os.unlink, socket_path),
-                                 (os.rmdir, socket_dir)):
-                try:
-                    remove(path)
-                except OSError:
-                    pass
+            self._drop_connection()
+            from .server import remove_socket
+            remove_socket(socket_path)
             raise
         finally:
             for fd in to_close:
                 os.close(fd)
             listener.close()
-            tracker_server.close()
-            tracker_client.close()
 
-    def _reap_if_dead(self):
-        """Return the server's exit code if it has exited, else None."""
+    @staticmethod
+    def _warn_about(ready):
+        for module, error in ready["failures"]:
+            warnings.warn("warmfork: preloading %r failed in the server: %s"
+                          % (module, error), PreloadWarning, stacklevel=5)
+        if ready.get("threads"):
+            warnings.warn("warmfork: the preload left threads running in "
+                          "the server (%s); forking a process with threads "
+                          "is unsafe" % ", ".join(ready["threads"]),
+                          PreloadWarning, stacklevel=5)
+
+    def _connect(self):
+        """Open and authenticate our connection (again, after an
+        interrupted request left a reply in flight on the old one)."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            return "unknown"
-        if pid == 0:
-            return None
-        return os.waitstatus_to_exitcode(status)
+            sock.connect(self.socket_path)
+            hello = core.new_frame(core.lib.WF_HELLO, data=self._secret)
+            core.send_frame(sock.fileno(), hello)
+            reply = core.recv_reply(sock.fileno())
+        except BaseException:
+            sock.close()
+            raise
+        if reply.type != core.lib.WF_OK:
+            sock.close()
+            raise OSError(reply.arg, "warmfork server refused us: %s"
+                          % os.strerror(reply.arg))
+        self._sock = sock
 
-    def start(self, fds):
-        """Ask the server to fork a child holding ``fds``; return its pid.
+    def _drop_connection(self):
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
-        ``fds[0]`` must be the child's end of the data pipe and ``fds[1]``
-        the status pipe's write end (the server reports the exit code there).
-        """
-        with self._lock:
-            if self._sock is None:
-                raise ServerGone(errno.ENOTCONN, "warmfork server is closed")
-            self._start_frame.nfds = len(fds)
+    def _reap(self):
+        """Reap the server if it has exited (waiting briefly for a server
+        that is on its way out); return its exit code, or None."""
+        deadline = time.monotonic() + _REAP_TIMEOUT
+        while True:
             try:
-                reply = core.request(self._sock.fileno(), self._start_frame,
-                                     fds)
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return "unknown"        # reaped by someone else
+            if pid:
+                return os.waitstatus_to_exitcode(status)
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.001)
+
+    def start(self, fds, daemon=False):
+        """Ask the server to start a child holding ``fds`` (by WF_FD_*
+        slot); return its pid.  Raises ServerGone if the server hung up:
+        the request may then have been delivered, so a retry must not
+        reuse its pipes."""
+        with self._lock:
+            if self._secret is None:
+                raise ServerGone(errno.ENOTCONN, "warmfork server is closed")
+            frame = self._start_frame
+            frame.nfds = len(fds)
+            frame.arg = core.lib.WF_START_DAEMON if daemon else 0
+            try:
+                if self._sock is None:
+                    self._connect()
+                core.send_frame(self._sock.fileno(), frame, fds)
+                try:
+                    reply = core.recv_reply(self._sock.fileno())
+                except BaseException:
+                    # Interrupted (Ctrl-C) or failed after the request went
+                    # out: its reply must not be read as the next one's.
+                    self._drop_connection()
+                    raise
             except OSError as e:
                 if e.errno in _GONE_ERRNOS:
+                    self._drop_connection()
                     raise ServerGone(e.errno, "warmfork server (pid %s) is "
                                      "gone: %s" % (self.pid, e.strerror))
                 raise
@@ -186,9 +233,8 @@ class ServerProcess:
     def close(self):
         """Drop our connection; the server exits after its last child."""
         with self._lock:
-            if self._sock is not None:
-                self._sock.close()
-                self._sock = None
+            self._drop_connection()
+            self._secret = None
             for name in ("_alive_w", "tracker_fd"):
                 fd = getattr(self, name)
                 setattr(self, name, -1)
@@ -206,8 +252,9 @@ _servers = {}
 _servers_lock = threading.Lock()
 
 
-def server_for(preload, replacing=None):
-    """Return the running server for this preload set, starting it if need be.
+def server_for(preload, pool_size, warm_up, replacing=None):
+    """Return the running server for this preload set, starting it if need
+    be (``warm_up()`` gives its warm-up sample).
 
     ``replacing``: a dead server this one takes over from (as tracker too).
     """
@@ -215,30 +262,33 @@ def server_for(preload, replacing=None):
     with _servers_lock:
         server = _servers.get(key)
         if server is None:
-            server = _servers[key] = ServerProcess(key)
+            server = _servers[key] = ServerProcess(key, pool_size, warm_up())
             from . import stdlib_tracker
             stdlib_tracker.adopt(server, replacing)
         return server
 
 
-def replace_dead(server):
+def replace_dead(server, warm_up):
     """Forget ``server`` after it failed, warn, and return a new one."""
     with _servers_lock:
         if _servers.get(server.preload) is server:
             del _servers[server.preload]
-    code = server._reap_if_dead()
+    code = server._reap()
     server.close()
+    from .server import remove_socket
+    remove_socket(server.socket_path)
     warnings.warn("warmfork: the server (pid %s) died (exit code %s); "
                   "starting a new one; names it tracked may leak"
-                  % (server.pid, code), RuntimeWarning, stacklevel=3)
-    return server_for(server.preload, replacing=server)
+                  % (server.pid, code), RuntimeWarning, stacklevel=4)
+    return server_for(server.preload, server.pool_size, warm_up,
+                      replacing=server)
 
 
-def ensure_tracker(preload):
+def ensure_tracker(preload, pool_size, warm_up):
     """Make sure this process has a resource tracker, ours if none runs."""
     from . import stdlib_tracker
     if not stdlib_tracker.is_running():
-        stdlib_tracker.adopt(server_for(preload))
+        stdlib_tracker.adopt(server_for(preload, pool_size, warm_up))
 
 
 def forget_all():
@@ -250,12 +300,16 @@ def forget_all():
     _servers.clear()
 
 
-def _close_all():
-    """At exit: hang up; each server exits after its last child."""
+def _hang_up_all():
+    """At exit: hang up.  The alive pipes stay open until the process is
+    really gone: the server takes their EOF as the owner's death, after
+    which it terminates daemonic children, and multiprocessing's own exit
+    handler (which runs after this one) must find them as it left them."""
     for server in list(_servers.values()):
-        server.close()
+        with server._lock:
+            server._drop_connection()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=forget_all)
-atexit.register(_close_all)
+atexit.register(_hang_up_all)

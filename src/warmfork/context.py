@@ -12,7 +12,8 @@ from multiprocessing import process
 
 __all__ = ["WarmforkContext", "WarmforkProcess", "get_context",
            "set_preload", "current_preload", "DEFAULT_PRELOAD",
-           "set_pool_size", "current_pool_size", "DEFAULT_POOL_SIZE"]
+           "set_pool_size", "current_pool_size", "DEFAULT_POOL_SIZE",
+           "check_preload", "check_pool_size"]
 
 # Preloading __main__ in the server means children do not re-run the
 # parent's script at every start, as spawn and forkserver children do.
@@ -22,8 +23,24 @@ _preload_lock = threading.Lock()
 
 # Idle children each server keeps forked ahead of time (DESIGN.md section 6).
 DEFAULT_POOL_SIZE = 2
-MAX_POOL_SIZE = 64              # csrc/warmfork.h WF_MAX_IDLE
 _pool_size = [DEFAULT_POOL_SIZE]
+
+
+def check_preload(module_names):
+    """Return ``module_names`` as a tuple, or raise TypeError."""
+    if isinstance(module_names, str) or not all(
+            isinstance(name, str) for name in module_names):
+        raise TypeError("the preload list must be a list of module names")
+    return tuple(module_names)
+
+
+def check_pool_size(size):
+    """Return ``size``, or raise ValueError; the limit is the C core's."""
+    from .core import lib
+    if not isinstance(size, int) or not 0 <= size <= lib.WF_MAX_IDLE:
+        raise ValueError("pool size must be an int from 0 to %d"
+                         % lib.WF_MAX_IDLE)
+    return size
 
 
 def set_preload(module_names):
@@ -31,8 +48,7 @@ def set_preload(module_names):
 
     Takes effect at the next start: a new server is started for a new set.
     """
-    if not all(isinstance(name, str) for name in module_names):
-        raise TypeError("module_names must be a list of strings")
+    module_names = check_preload(module_names)
     with _preload_lock:
         _preload[:] = module_names
 
@@ -42,10 +58,7 @@ def set_pool_size(size):
 
     0 turns the pool off: every start forks.
     """
-    if not isinstance(size, int) or not 0 <= size <= MAX_POOL_SIZE:
-        raise ValueError("pool size must be an int from 0 to %d"
-                         % MAX_POOL_SIZE)
-    _pool_size[0] = size
+    _pool_size[0] = check_pool_size(size)
 
 
 def current_pool_size():
@@ -105,8 +118,8 @@ class WarmforkContext(_mp_context.BaseContext):
 
 
 def _start_tracking():
-    from . import client
-    client.ensure_tracker(current_preload())
+    from .popen_warmfork import ensure_tracker
+    ensure_tracker()
 
 
 def _register():

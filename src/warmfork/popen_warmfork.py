@@ -13,9 +13,10 @@ import threading
 from multiprocessing import popen_fork, spawn, util
 from multiprocessing.context import reduction, set_spawning_popen
 
-from . import client
+from . import child, client, context
 
-__all__ = ["Popen", "use_server"]
+__all__ = ["Popen", "use_server", "warm_up_sample", "default_server",
+           "ensure_tracker"]
 
 _EXIT_CODE = struct.Struct("q")    # what the server writes: int64 exit code
 _override = threading.local()
@@ -35,15 +36,38 @@ class use_server:
         _override.server = self.saved
 
 
-class _DupFd:
-    """An fd the child finds among the ones it inherited."""
+def _pickle_start(process_obj, popen):
+    """What a start sends the child: preparation data, process object."""
+    buf = io.BytesIO()
+    set_spawning_popen(popen)           # the authkey may be pickled
+    try:
+        reduction.dump(spawn.get_preparation_data(process_obj._name), buf)
+        reduction.dump(process_obj, buf)
+    finally:
+        set_spawning_popen(None)
+    return buf
 
-    def __init__(self, ind):
-        self.ind = ind
 
-    def detach(self):
-        from .server import get_inherited_fds
-        return get_inherited_fds()[self.ind]
+def warm_up_sample():
+    """A typical start's pickle, for idle children to unpickle while they
+    wait (child.warm_up): a process object of ours, no user code."""
+    try:
+        sample = context.WarmforkProcess(target=os.getpid, name="warm-up")
+        return _pickle_start(sample, Popen.__new__(Popen)).getvalue()
+    except Exception:
+        return b""                      # a nicety, never a failure
+
+
+def default_server():
+    """The server of the "warmfork" context for the current settings."""
+    return client.server_for(context.current_preload(),
+                             context.current_pool_size(), warm_up_sample)
+
+
+def ensure_tracker():
+    """Make our server this process's resource tracker if none runs."""
+    client.ensure_tracker(context.current_preload(),
+                          context.current_pool_size(), warm_up_sample)
 
 
 def _read_exit_code(fd):
@@ -58,7 +82,7 @@ def _read_exit_code(fd):
 
 class Popen(popen_fork.Popen):
     method = "warmfork"
-    DupFd = _DupFd
+    DupFd = child.DupFd
 
     def __init__(self, process_obj):
         self._fds = []
@@ -74,41 +98,21 @@ class Popen(popen_fork.Popen):
         return len(self._fds) - 1
 
     def _launch(self, process_obj):
-        from .context import current_preload
-
-        prep_data = spawn.get_preparation_data(process_obj._name)
-        buf = io.BytesIO()
-        set_spawning_popen(self)
-        try:
-            reduction.dump(prep_data, buf)
-            reduction.dump(process_obj, buf)
-        finally:
-            set_spawning_popen(None)
-
+        buf = _pickle_start(process_obj, self)
         server = getattr(_override, "server", None)
-        embedded = server is not None        # started by a warmfork.Server
-        data_r, data_w = os.pipe()
-        status_r, status_w = os.pipe()
-        try:
-            if not embedded:
-                server = client.server_for(current_preload())
+        if server is not None:           # a warmfork.Server's: its owner
+            data_w = self._start_on(server, process_obj)  # decides, no swap
+        else:
+            server = default_server()
             try:
-                self.pid = server.start(self._fds_to_send(server, data_r,
-                                                          status_w))
+                data_w = self._start_on(server, process_obj)
             except client.ServerGone:
-                if embedded:
-                    raise                # its owner decides, no silent swap
-                server = client.replace_dead(server)
-                self.pid = server.start(self._fds_to_send(server, data_r,
-                                                          status_w))
-        except BaseException:
-            os.close(data_w)
-            os.close(status_r)
-            raise
-        finally:
-            os.close(data_r)
-            os.close(status_w)
-        self.sentinel = status_r
+                # The request may have reached the dead server, and its
+                # child may hold the pipes of that try: they are closed
+                # now, so it reads EOF and exits without running anything.
+                # The retry has pipes of its own (exactly once).
+                server = client.replace_dead(server, warm_up_sample)
+                data_w = self._start_on(server, process_obj)
         # Keep a duplicate of the data pipe's write end: the child watches
         # it to tell whether its parent is alive (parent_process()).
         parent_w = os.dup(data_w)
@@ -117,13 +121,32 @@ class Popen(popen_fork.Popen):
         with open(data_w, "wb", closefd=True) as f:
             f.write(buf.getbuffer())
 
-    def _fds_to_send(self, server, data_r, status_w):
-        """[data pipe, status pipe, resource tracker, the object's fds]."""
+    def _start_on(self, server, process_obj):
+        """One try: fresh pipes, one START.  Sets pid and sentinel and
+        returns the data pipe's write end; on failure closes every pipe."""
         from . import stdlib_tracker
+        from .core import lib
+
+        data_r, data_w = os.pipe()
+        status_r, status_w = os.pipe()
         tracker_fd = stdlib_tracker.current_fd()
-        if tracker_fd is None:
-            tracker_fd = server.tracker_fd
-        return [data_r, status_w, tracker_fd] + self._fds
+        fds = [-1] * lib.WF_FD_INHERITED
+        fds[lib.WF_FD_STATUS] = status_w
+        fds[lib.WF_FD_DATA] = data_r
+        fds[lib.WF_FD_TRACKER] = (server.tracker_fd if tracker_fd is None
+                                  else tracker_fd)
+        try:
+            self.pid = server.start(fds + self._fds,
+                                    daemon=bool(process_obj.daemon))
+        except BaseException:
+            os.close(data_w)
+            os.close(status_r)
+            raise
+        finally:
+            os.close(data_r)
+            os.close(status_w)
+        self.sentinel = status_r
+        return data_w
 
     def poll(self, flag=os.WNOHANG):
         if self.returncode is None:

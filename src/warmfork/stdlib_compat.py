@@ -1,0 +1,78 @@
+"""Every use of multiprocessing's private internals, but the tracker's.
+
+warmfork is a start method living outside CPython, so it needs a few things
+the stdlib's own start methods reach privately.  They are all here, each
+with the versions it is known in (3.9 to 3.14), so that a change in CPython
+breaks one module; the resource tracker's are in stdlib_tracker.py.
+"""
+import atexit
+import os
+import sys
+
+from multiprocessing import process, reduction, spawn, util
+
+__all__ = ["EXIT_FUNCTION_RUNS_AT_EXIT", "interpreter_flags", "run_main_as",
+           "child_main", "run_exit_function_at_exit", "run_child_atexit"]
+
+# 3.13+ (gh-83856): Process._bootstrap no longer calls util._exit_function
+# (which flushes queues); popen_fork's children run it, and the child's own
+# atexit handlers, from atexit.  Ours do the same.
+EXIT_FUNCTION_RUNS_AT_EXIT = sys.version_info >= (3, 13)
+
+
+def interpreter_flags():
+    """The parent's -W, -X, -O... flags, for the server's command line
+    (util._args_from_interpreter_flags, 3.9+)."""
+    return util._args_from_interpreter_flags()
+
+
+def run_main_as(main_path, main_name):
+    """Run the parent's __main__ as __mp_main__, as spawn.prepare does.
+
+    ``_inheriting`` (3.9+) tells freeze_support()-style guards that this is
+    not a program of its own; spawn._fixup_main_from_name (3.9+) has no
+    public spelling.
+    """
+    current = process.current_process()
+    current._inheriting = True
+    try:
+        if main_path:
+            spawn.import_main_path(main_path)
+        elif main_name:
+            spawn._fixup_main_from_name(main_name)
+    finally:
+        del current._inheriting
+
+
+class ParentGone(Exception):
+    """The data pipe closed before a byte arrived: the start was abandoned
+    (the parent died, or gave the start to another server)."""
+
+
+def child_main(data_fd, parent_sentinel):
+    """spawn._main (3.9-3.14), with one difference: a data pipe that is
+    empty at EOF raises ParentGone instead of a confusing EOFError."""
+    with os.fdopen(data_fd, "rb", closefd=True) as from_parent:
+        if not from_parent.peek(1):
+            raise ParentGone()
+        current = process.current_process()
+        current._inheriting = True
+        try:
+            preparation_data = reduction.pickle.load(from_parent)
+            spawn.prepare(preparation_data)
+            process_obj = reduction.pickle.load(from_parent)
+        finally:
+            del current._inheriting
+    return process_obj._bootstrap(parent_sentinel)
+
+
+def run_exit_function_at_exit():
+    """3.13+: in a new child, run util._exit_function from atexit, and
+    forget the server's handlers (atexit._clear, 3.9+)."""
+    atexit._clear()
+    atexit.register(util._exit_function)
+
+
+def run_child_atexit():
+    """Run the child's atexit handlers before os._exit (3.9+)."""
+    atexit._run_exitfuncs()
