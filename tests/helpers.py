@@ -4,6 +4,15 @@ import sys
 import time
 
 
+def test_env(**overrides):
+    """os.environ for a test's subprocess, with this folder importable (the
+    subprocess's children unpickle targets from this module by name)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH"))
+                           if p)
+    return dict(os.environ, PYTHONPATH=path, **overrides)
+
+
 def noop():
     pass
 

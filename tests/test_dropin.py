@@ -206,7 +206,7 @@ def test_set_start_method_in_fresh_interpreter(tmp_path):
         "    p.start(); p.join(20)\n"
         "    print(type(p).__name__, p.exitcode)\n")
     import subprocess
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(helpers.__file__))
+    env = helpers.test_env()
     out = subprocess.run([sys.executable, str(script)], env=env,
                          capture_output=True, text=True, timeout=60)
     # No "import warmfork" in the script: the .pth hook registers it.

@@ -270,7 +270,7 @@ def _pid_alive(pid):
 def test_server_outlives_parent_until_last_child_then_cleans_up(tmp_path):
     script = tmp_path / "parent.py"
     script.write_text(SERVER_LIFETIME_SCRIPT)
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(helpers.__file__))
+    env = helpers.test_env()
     # Read one line, not to EOF: the server and child hold stdout too.
     with subprocess.Popen([sys.executable, str(script), "2"], env=env,
                           stdout=subprocess.PIPE, text=True) as parent:

@@ -78,7 +78,7 @@ def wait_gone(pid, timeout=30):
 def scenario(tmp_path):
     script = tmp_path / "scenario.py"
     script.write_text(SCENARIO)
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(helpers.__file__))
+    env = helpers.test_env()
     started = []
 
     def run(child_seconds):
@@ -210,7 +210,7 @@ def test_bad_tracker_input_is_reported_and_harmless(tmp_path):
     from warmfork.core import lib
     script = tmp_path / "bad.py"
     script.write_text(BAD_INPUT)
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(helpers.__file__))
+    env = helpers.test_env()
     proc = subprocess.run([sys.executable, str(script),
                            str(lib.WF_MAX_TRACKED + 10)], env=env,
                           capture_output=True, text=True, timeout=120)
@@ -238,7 +238,8 @@ def child(name, conn):
     shm = shared_memory.SharedMemory(name=name)
     conn.send("attached")
     time.sleep(1.5)                       # the parent is killed meanwhile
-    print(os.path.exists("/dev/shm/" + name), flush=True)
+    # One write(): two children print at once, and print() may split.
+    os.write(1, b"%r\n" % os.path.exists("/dev/shm/" + name))
     shm.close()
 
 if __name__ == "__main__":
@@ -285,8 +286,55 @@ if __name__ == "__main__":
 def test_stop_on_our_tracker_hangs_up_without_waiting(tmp_path):
     script = tmp_path / "stop.py"
     script.write_text(STOP_AND_RESTART)
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(helpers.__file__))
+    env = helpers.test_env()
     out = subprocess.run([sys.executable, str(script)], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["True", "6"], out.stderr
     assert "resource_tracker" not in out.stderr   # no stdlib tracker, no leak
+
+
+TRACKER_DEATH = r'''
+import gc, os, signal, sys, time, warnings
+import multiprocessing as mp
+from multiprocessing.resource_tracker import _resource_tracker
+import warmfork
+
+if __name__ == "__main__":
+    mp.set_start_method("warmfork")
+    _resource_tracker.ensure_running()
+    pid = _resource_tracker._pid
+    os.kill(pid, int(sys.argv[1]))
+    time.sleep(0.5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sem = mp.get_context("spawn").Semaphore()
+        sem.acquire(); sem.release()
+        del sem; gc.collect()
+    new_pid = _resource_tracker._pid
+    with open("/proc/%d/cmdline" % new_pid, "rb") as f:
+        cmdline = f.read()
+    print(pid, new_pid, b"warmfork.server" in cmdline,
+          [str(w.message) for w in caught], flush=True)
+'''
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM,
+                                    signal.SIGKILL])
+def test_tracker_outlives_sigint_sigterm_and_is_replaced_after_sigkill(
+        tmp_path, signum):
+    # CPython's TestResourceTracker.check_resource_tracker_death, under
+    # warmfork: the tracker is the server and must behave as the stdlib's.
+    script = tmp_path / "death.py"
+    script.write_text(TRACKER_DEATH)
+    proc = subprocess.run([sys.executable, str(script), str(int(signum))],
+                          env=helpers.test_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    pid, new_pid, is_server, warned = proc.stdout.split(" ", 3)
+    assert is_server == "True"          # a warmfork server, not the stdlib's
+    if signum == signal.SIGKILL:
+        assert new_pid != pid
+        assert "resource_tracker: process died unexpectedly" in warned
+        assert warned.count("'") == 2, warned      # exactly one warning
+    else:
+        assert new_pid == pid and warned.strip() == "[]"

@@ -268,7 +268,7 @@ def server_for(preload, pool_size, warm_up, replacing=None):
         return server
 
 
-def replace_dead(server, warm_up):
+def replace_dead(server, warm_up, warn=True):
     """Forget ``server`` after it failed, warn, and return a new one."""
     with _servers_lock:
         if _servers.get(server.preload) is server:
@@ -277,9 +277,10 @@ def replace_dead(server, warm_up):
     server.close()
     from .server import remove_socket
     remove_socket(server.socket_path)
-    warnings.warn("warmfork: the server (pid %s) died (exit code %s); "
-                  "starting a new one; names it tracked may leak"
-                  % (server.pid, code), RuntimeWarning, stacklevel=4)
+    if warn:
+        warnings.warn("warmfork: the server (pid %s) died (exit code %s); "
+                      "starting a new one; names it tracked may leak"
+                      % (server.pid, code), RuntimeWarning, stacklevel=4)
     return server_for(server.preload, server.pool_size, warm_up,
                       replacing=server)
 

@@ -114,12 +114,17 @@ class WarmforkContext(_mp_context.BaseContext):
         if not reduction.HAVE_SEND_HANDLE:
             raise ValueError("warmfork start method not available")
         from . import stdlib_tracker
-        stdlib_tracker.hook_default_method(_start_tracking)
+        stdlib_tracker.install_hooks(_start_tracking, _replace_tracker)
 
 
 def _start_tracking():
     from .popen_warmfork import ensure_tracker
     ensure_tracker()
+
+
+def _replace_tracker(dead_server):
+    from .popen_warmfork import replace_dead
+    replace_dead(dead_server, warn=False)   # the tracker warned already
 
 
 def _register():

@@ -16,7 +16,7 @@ from multiprocessing.context import reduction, set_spawning_popen
 from . import child, client, context
 
 __all__ = ["Popen", "use_server", "warm_up_sample", "default_server",
-           "ensure_tracker"]
+           "replace_dead", "ensure_tracker"]
 
 _EXIT_CODE = struct.Struct("q")    # what the server writes: int64 exit code
 _override = threading.local()
@@ -62,6 +62,11 @@ def default_server():
     """The server of the "warmfork" context for the current settings."""
     return client.server_for(context.current_preload(),
                              context.current_pool_size(), warm_up_sample)
+
+
+def replace_dead(server, warn=True):
+    """Replace a dead server of the "warmfork" context."""
+    return client.replace_dead(server, warm_up_sample, warn)
 
 
 def ensure_tracker():
@@ -111,7 +116,7 @@ class Popen(popen_fork.Popen):
                 # child may hold the pipes of that try: they are closed
                 # now, so it reads EOF and exits without running anything.
                 # The retry has pipes of its own (exactly once).
-                server = client.replace_dead(server, warm_up_sample)
+                server = replace_dead(server)
                 data_w = self._start_on(server, process_obj)
         # Keep a duplicate of the data pipe's write end: the child watches
         # it to tell whether its parent is alive (parent_process()).

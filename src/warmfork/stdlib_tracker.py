@@ -6,13 +6,14 @@ only point its ``_fd`` at our server's channel, and patch two methods on the
 singleton instance (not the class), so that other start methods in the same
 program keep the stdlib's behaviour.  Private attributes used, all present
 in CPython 3.9-3.14: ``_resource_tracker``, ``_fd``, ``_pid``, ``_lock``,
-``ensure_running``, ``_stop``.
+``ensure_running``, ``_check_alive``, ``_stop``.
 """
 import os
+import warnings
 
 from multiprocessing import get_start_method, resource_tracker
 
-__all__ = ["is_running", "current_fd", "adopt", "hook_default_method",
+__all__ = ["is_running", "current_fd", "adopt", "install_hooks",
            "use_in_child"]
 
 _tracker = resource_tracker._resource_tracker
@@ -39,7 +40,9 @@ def adopt(server, replacing=None):
             _tracker._fd = None
         if _tracker._fd is None:
             _tracker._fd = os.dup(server.tracker_fd)
-            _tracker._pid = None        # not a process we may wait for
+            # The tracker is the server: tests and tools signal it by this
+            # pid, as they do the stdlib's tracker (our _stop never waits).
+            _tracker._pid = server.pid
             _adopted.update(server=server, fd=_tracker._fd)
             _hook_stop()
 
@@ -62,20 +65,48 @@ def _hook_stop():
     _tracker._stop = _stop
 
 
-def hook_default_method(start_tracking):
-    """Once "warmfork" is the default method, call ``start_tracking()``
-    before the tracker would be launched: SharedMemory registers with the
-    global tracker, not with a context."""
+def install_hooks(start_tracking, replace_server):
+    """Hook the tracker's ensure_running, which every register goes
+    through, for two things the stdlib's would get wrong for us:
+
+    - once "warmfork" is the default method, call ``start_tracking()``
+      before the stdlib would launch its tracker process (SharedMemory
+      registers with the global tracker, not with a context);
+    - if the server we adopted as tracker died, say so in the stdlib's
+      words and call ``replace_server(dead_server)``, as the stdlib
+      relaunches a tracker process that died (bpo-31310).
+    """
     if "ensure_running" in vars(_tracker):
         return
     stdlib_ensure_running = _tracker.ensure_running
 
     def ensure_running():
+        dead = _forget_if_dead()
+        if dead is not None:
+            warnings.warn("resource_tracker: process died unexpectedly, "
+                          "relaunching.  Some resources might leak.")
+            replace_server(dead)
+            return None
         if (_tracker._fd is None
                 and get_start_method(allow_none=True) == "warmfork"):
             start_tracking()
         return stdlib_ensure_running()
     _tracker.ensure_running = ensure_running
+
+
+def _forget_if_dead():
+    """If the server we adopted no longer reads its channel (the probe
+    gets EPIPE), let go of it and return it; else None."""
+    with _tracker._lock:
+        server = _adopted["server"]
+        if (server is None or _tracker._fd != _adopted["fd"]
+                or _tracker._check_alive()):
+            return None
+        os.close(_tracker._fd)
+        _tracker._fd = None
+        _tracker._pid = None
+        _adopted.update(server=None, fd=None)
+        return server
 
 
 def use_in_child(tracker_fd):
