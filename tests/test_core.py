@@ -1,5 +1,6 @@
 """The C core on its own: frames, fd passing, errors, fork semantics."""
 import errno
+import json
 import os
 import random
 import socket
@@ -150,19 +151,20 @@ def test_bad_fd_is_oserror_with_errno():
 
 
 def _fork_and_report(fork, probe):
-    """Fork with ``fork``; the child sends ``probe()`` back as text."""
+    """Fork with ``fork``; return what ``probe()`` returned in the child
+    (as JSON: lists for tuples)."""
     r, w = os.pipe()
     pid = fork()
     if pid == 0:
         try:
-            os.write(w, repr(probe()).encode())
+            os.write(w, json.dumps(probe()).encode())
         finally:
             os._exit(0)
     os.close(w)
     with open(r, "rb") as f:
         out = f.read().decode()
     os.waitpid(pid, 0)
-    return out
+    return json.loads(out)
 
 
 def test_wf_fork_runs_at_fork_hooks_like_os_fork():
@@ -172,7 +174,7 @@ def test_wf_fork_runs_at_fork_hooks_like_os_fork():
                         after_in_child=lambda: calls.append("child"))
     del calls[:]
     out = _fork_and_report(lib.wf_fork, lambda: list(calls))
-    assert eval(out) == ["before", "child"]
+    assert out == ["before", "child"]
     assert calls == ["before", "parent"]
 
 
@@ -180,8 +182,6 @@ def test_wf_fork_child_reseeds_random_and_resets_threading():
     lock = threading.Lock()
     lock.acquire()
     try:
-        parent_next = random.Random()   # not used: just the module state
-        del parent_next
         state = random.getstate()
         out = _fork_and_report(
             lib.wf_fork,
@@ -190,7 +190,7 @@ def test_wf_fork_child_reseeds_random_and_resets_threading():
                      threading.active_count()))
     finally:
         lock.release()
-    assert eval(out) == (True, True, 1)
+    assert out == [True, True, 1]
 
 
 def test_wf_fork_child_can_run_threads_and_import():
@@ -201,4 +201,4 @@ def test_wf_fork_child_can_run_threads_and_import():
         t.start()
         t.join()
         return result
-    assert eval(_fork_and_report(lib.wf_fork, probe)) == ["[1]"]
+    assert _fork_and_report(lib.wf_fork, probe) == ["[1]"]

@@ -29,7 +29,8 @@ def server():
 
 
 def start_noop(srv):
-    """Start helpers.noop on ``srv`` through the public API; return code."""
+    """Start helpers.exit_with(0) on ``srv`` through the public API (a
+    warmfork Process on that server); return its exit code."""
     from warmfork.popen_warmfork import use_server
     p = ctx.Process(target=helpers.exit_with, args=(0,))
     with use_server(srv):
