@@ -110,6 +110,8 @@ struct wf_server {
                                read end means no holder is left */
     unsigned char secret[WF_SECRET_SIZE];
     int pool_target;        /* idle pre-forked children to keep (0: none) */
+    int refill_delay_ms;    /* wait this long after a hand-off before
+                               refilling the pool (0 when it is empty) */
     int retry_min_ms;       /* first back-off after a transient error */
     int retry_max_ms;       /* longest back-off */
     int handoff_fd;         /* in an idle child: where its start arrives */
@@ -127,6 +129,7 @@ struct wf_server {
     struct wf_idle idle[WF_MAX_IDLE];
     int nidle;
     struct wf_backoff accept_backoff, refill_backoff, poll_backoff;
+    int64_t last_handoff_ms;
 
     /* Filled for WF_EV_CHILD: the START's fds by WF_FD_* slot, with -1
        in WF_FD_STATUS. */

@@ -6,6 +6,7 @@ concrete contexts, so multiprocessing.get_context("warmfork") and
 set_start_method("warmfork") work like the stdlib's own methods.
 """
 import threading
+from typing import Iterable, Tuple
 
 from multiprocessing import context as _mp_context
 from multiprocessing import process
@@ -26,7 +27,7 @@ DEFAULT_POOL_SIZE = 2
 _pool_size = [DEFAULT_POOL_SIZE]
 
 
-def check_preload(module_names):
+def check_preload(module_names: Iterable[str]) -> Tuple[str, ...]:
     """Return ``module_names`` as a tuple, or raise TypeError."""
     if isinstance(module_names, str) or not all(
             isinstance(name, str) for name in module_names):
@@ -34,7 +35,7 @@ def check_preload(module_names):
     return tuple(module_names)
 
 
-def check_pool_size(size):
+def check_pool_size(size: int) -> int:
     """Return ``size``, or raise ValueError; the limit is the C core's."""
     from .core import lib
     if not isinstance(size, int) or not 0 <= size <= lib.WF_MAX_IDLE:
@@ -43,7 +44,7 @@ def check_pool_size(size):
     return size
 
 
-def set_preload(module_names):
+def set_preload(module_names: Iterable[str]) -> None:
     """Set the modules the server imports before it forks any child.
 
     Takes effect at the next start: a new server is started for a new set.
@@ -53,7 +54,7 @@ def set_preload(module_names):
         _preload[:] = module_names
 
 
-def set_pool_size(size):
+def set_pool_size(size: int) -> None:
     """Set how many idle pre-forked children servers started from now keep.
 
     0 turns the pool off: every start forks.
@@ -61,12 +62,12 @@ def set_pool_size(size):
     _pool_size[0] = check_pool_size(size)
 
 
-def current_pool_size():
+def current_pool_size() -> int:
     """Return the pool size servers started now would get."""
     return _pool_size[0]
 
 
-def current_preload():
+def current_preload() -> Tuple[str, ...]:
     """Return the preload list as a tuple."""
     with _preload_lock:
         return tuple(_preload)
@@ -85,7 +86,7 @@ class WarmforkContext(_mp_context.BaseContext):
     _name = "warmfork"
     Process = WarmforkProcess
 
-    def set_forkserver_preload(self, module_names):
+    def set_forkserver_preload(self, module_names: Iterable[str]) -> None:
         """Set the warmfork server's preload list (the stdlib's spelling)."""
         set_preload(module_names)
 
@@ -138,6 +139,6 @@ def _register():
 _context = _register()
 
 
-def get_context():
+def get_context() -> "WarmforkContext":
     """Return the warmfork context (the same as get_context("warmfork"))."""
     return _context
