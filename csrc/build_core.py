@@ -10,7 +10,8 @@ import re
 from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCES = ["wf_frame.c", "wf_fork.c", "wf_server.c", "wf_tracker.c"]
+SOURCES = ["wf_frame.c", "wf_fork.c", "wf_server.c", "wf_tracker.c",
+           "wf_prefault.c"]
 
 
 def read_cdef(header_path):

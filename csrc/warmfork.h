@@ -169,6 +169,13 @@ int wf_server_run(struct wf_server *srv);
    then for the parent's data.  Returns WF_EV_CHILD (see child_fds); exits
    the process if the server hangs up first. */
 int wf_idle_wait(struct wf_server *srv);
+/* The private anonymous pages this process has written since it was
+   forked (held exclusively), up to max addresses.  Returns the count, or
+   -1 and errno.  See wf_prefault.c. */
+int wf_written_pages(uint64_t *out, int max);
+/* Break copy-on-write on the listed pages ahead of time (pages no longer
+   mapped are skipped).  Returns how many were faulted in, or -1. */
+int wf_prefault(const uint64_t *pages, int n);
 /* Unlink every name still tracked, recording each errno.  Returns count. */
 int wf_tracker_unlink_all(struct wf_server *srv);
 /* Free the tables and close the server's fds.  Safe to call twice. */

@@ -11,7 +11,8 @@ import traceback
 
 from . import stdlib_compat, stdlib_tracker
 
-__all__ = ["DupFd", "get_inherited_fds", "warm_up", "run"]
+__all__ = ["DupFd", "get_inherited_fds", "Prefault", "prefault", "warm_up",
+           "run"]
 
 # The fds the parent passed for the process object (duplicate_for_child
 # order), once this process is a child.
@@ -32,6 +33,65 @@ class DupFd:
 
     def detach(self):
         return _inherited_fds[self.ind]
+
+
+class Prefault:
+    """Learned pre-faulting (csrc/wf_prefault.c): the first child whose
+    target starts while no list exists writes down the pages it has
+    written; each idle child then faults those in before it parks.
+
+    The list is a file of page addresses in the server's private socket
+    directory (mode 0700), so a child can hand it to later idle children
+    without talking to the server.
+    """
+
+    MAX_PAGES = 8192                # 32 MB: far above a start's ~200
+
+    def __init__(self, path):
+        self.path = path            # None: off
+
+    def learn_when_target_starts(self, process_obj):
+        """Wrap process_obj.run: list the written pages, then run."""
+        if self.path is None or os.path.exists(self.path):
+            return
+        run = process_obj.run
+
+        def run_after_learning():
+            self._learn()
+            return run()
+        process_obj.run = run_after_learning
+
+    def _learn(self):
+        from .core import ffi, lib
+        pages = ffi.new("uint64_t[]", self.MAX_PAGES)
+        count = lib.wf_written_pages(pages, self.MAX_PAGES)
+        if count <= 0:
+            return
+        tmp = "%s.%d" % (self.path, os.getpid())
+        try:
+            with open(tmp, "wb") as f:
+                f.write(ffi.buffer(pages, count * 8))
+            os.replace(tmp, self.path)  # whole or not at all
+        except OSError:
+            pass                        # a nicety, never a failure
+
+    def apply(self):
+        """In an idle child: fault in the learned pages, if any."""
+        if self.path is None:
+            return
+        from .core import ffi, lib
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read(self.MAX_PAGES * 8)
+        except OSError:
+            return                      # nothing learned yet
+        count = len(data) // 8
+        if count:
+            lib.wf_prefault(ffi.from_buffer("uint64_t[]", data), count)
+
+
+# Set by the server before its loop; children inherit it.
+prefault = Prefault(None)
 
 
 def warm_up(sample):
@@ -74,7 +134,8 @@ def run(srv, lib):
         # The parent keeps a dup of the data pipe's write end: its EOF tells
         # the child that the parent is gone (multiprocessing.parent_process).
         parent_sentinel = os.dup(data_fd)
-        code = stdlib_compat.child_main(data_fd, parent_sentinel)
+        code = stdlib_compat.child_main(data_fd, parent_sentinel,
+                                        prefault.learn_when_target_starts)
     except stdlib_compat.ParentGone:
         code = 1                    # no target ran; nothing to say
     except SystemExit as e:

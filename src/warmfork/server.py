@@ -150,10 +150,13 @@ def _serve(srv, core, config):
 
     lib = core.lib
     warm_up_sample = bytes.fromhex(config.get("warm_up", ""))
+    if os.environ.get("WARMFORK_PREFAULT", "1") != "0":
+        child.prefault = child.Prefault(_prefault_path(config["socket_path"]))
     while True:
         event = lib.wf_server_run(srv)
         if event == lib.WF_EV_IDLE:
             child.warm_up(warm_up_sample)
+            child.prefault.apply()
             lib.wf_idle_wait(srv)                 # returns with a start
             child.run(srv, lib)                   # never returns
         elif event == lib.WF_EV_CHILD:
@@ -176,9 +179,15 @@ def _serve(srv, core, config):
             sys.exit(1)
 
 
+def _prefault_path(socket_path):
+    """Where children keep the learned page list: the private directory."""
+    return os.path.join(os.path.dirname(socket_path), "prefault.pages")
+
+
 def remove_socket(socket_path):
     """Remove the server's socket and its private directory, if there."""
     for remove, path in ((os.unlink, socket_path),
+                         (os.unlink, _prefault_path(socket_path)),
                          (os.rmdir, os.path.dirname(socket_path))):
         try:
             remove(path)

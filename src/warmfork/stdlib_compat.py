@@ -49,9 +49,10 @@ class ParentGone(Exception):
     (the parent died, or gave the start to another server)."""
 
 
-def child_main(data_fd, parent_sentinel):
-    """spawn._main (3.9-3.14), with one difference: a data pipe that is
-    empty at EOF raises ParentGone instead of a confusing EOFError."""
+def child_main(data_fd, parent_sentinel, before_bootstrap=None):
+    """spawn._main (3.9-3.14), with two differences: a data pipe that is
+    empty at EOF raises ParentGone instead of a confusing EOFError, and
+    ``before_bootstrap(process_obj)`` is called once it is unpickled."""
     with os.fdopen(data_fd, "rb", closefd=True) as from_parent:
         if not from_parent.peek(1):
             raise ParentGone()
@@ -63,6 +64,8 @@ def child_main(data_fd, parent_sentinel):
             process_obj = reduction.pickle.load(from_parent)
         finally:
             del current._inheriting
+    if before_bootstrap is not None:
+        before_bootstrap(process_obj)
     return process_obj._bootstrap(parent_sentinel)
 
 
