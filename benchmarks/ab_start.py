@@ -40,6 +40,19 @@ def _worker(method):
             w.close()
             p.join()
             r.close()
+        elif what == "throughput":      # 100 no-op children, <= 8 alive
+            from multiprocessing.connection import wait
+            live, started = {}, 0
+            t0 = time.perf_counter_ns()
+            while started < 100 or live:
+                while started < 100 and len(live) < 8:
+                    p = ctx.Process()
+                    p.start()
+                    live[p.sentinel] = p
+                    started += 1
+                for s in wait(list(live)):
+                    live.pop(s).join()
+            t = (time.perf_counter_ns() - t0) // 100
         elif what == "raw":
             rfd, wfd = os.pipe()
             t0 = time.perf_counter_ns()
@@ -77,6 +90,9 @@ def main():
     ap.add_argument("--gap-ms", type=float, default=30)
     ap.add_argument("--method", default="warmfork")
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--case", choices=("start", "throughput"),
+                    default="start", help="throughput: ns per child of "
+                    "100 no-op children, <= 8 alive")
     args = ap.parse_args()
     for run in range(args.runs):
         procs = [subprocess.Popen([py, __file__, "--worker", args.method],
@@ -92,7 +108,8 @@ def main():
                 time.sleep(args.gap_ms / 1000)
                 order = ("A", "B") if i % 2 == 0 else ("B", "A")
                 for name in order:
-                    got[name] = _ask(procs[0 if name == "A" else 1], "start")
+                    got[name] = _ask(procs[0 if name == "A" else 1],
+                                     args.case)
                     time.sleep(args.gap_ms / 1000)
                 if i >= args.warmup:
                     for name, t in got.items():

@@ -35,6 +35,7 @@
 #define WF_START 2     /* client -> server: fds in the WF_FD_* slots below */
 #define WF_OK 3        /* server -> client: arg = pid (START) or server pid */
 #define WF_ERROR 4     /* server -> client: arg = errno */
+#define WF_READY 5     /* idle child -> server: warmed up and parked */
 
 /* The fds of a START, by slot.  The server keeps the status pipe and
    passes the rest to the child unchanged, so a slot names the same fd on
@@ -77,6 +78,7 @@ struct wf_child {
 struct wf_idle {
     pid_t pid;
     int sock;          /* server end of the hand-off socketpair */
+    int ready;         /* it said WF_READY: a start goes straight on */
 };
 
 struct wf_client {
@@ -165,8 +167,8 @@ pid_t wf_fork(void);
 int wf_server_init(struct wf_server *srv);
 /* Run until Python has something to do: returns WF_EV_* or -1 and errno. */
 int wf_server_run(struct wf_server *srv);
-/* In an idle child (after WF_EV_IDLE): wait for the one start it serves,
-   then for the parent's data.  Returns WF_EV_CHILD (see child_fds); exits
+/* In an idle child (after WF_EV_IDLE and its warm-up): tell the server it
+   is ready, wait for the one start it serves, then for the parent's data.  Returns WF_EV_CHILD (see child_fds); exits
    the process if the server hangs up first. */
 int wf_idle_wait(struct wf_server *srv);
 /* The private anonymous pages this process has written since it was

@@ -324,6 +324,14 @@ int wf_idle_wait(struct wf_server *srv)
     int nfds = 0;
     int rc;
 
+    memset(&frame, 0, sizeof(frame));
+    frame.magic = WF_MAGIC;
+    frame.type = WF_READY;
+    do {
+        rc = wf_send_frame(srv->handoff_fd, &frame, NULL, 0);
+    } while (rc < 0 && errno == EINTR);
+    if (rc < 0)
+        _exit(0);      /* the server is gone: no start, no user code */
     do {
         rc = wf_recv_frame(srv->handoff_fd, &frame, srv->child_fds + 1,
                            WF_MAX_FDS - 1, &nfds);
@@ -386,6 +394,7 @@ static int spawn_idle(struct wf_server *srv)
     succeeded(&srv->refill_backoff);
     srv->idle[srv->nidle].pid = pid;
     srv->idle[srv->nidle].sock = sv[0];
+    srv->idle[srv->nidle].ready = 0;
     srv->nidle++;
     return 0;
 }
@@ -444,10 +453,17 @@ static int start_child(struct wf_server *srv, int client_index,
         return 0;
     }
     status_fd = take_status_fd(fds);
-    if (srv->nidle > 0) {
+    int ready = -1;
+    for (int i = 0; i < srv->nidle && ready < 0; i++)
+        if (srv->idle[i].ready)
+            ready = i;
+    /* An idle child still warming up would make this start wait for it:
+       then a fork of our own is quicker. */
+    if (ready >= 0) {
         /* Reply first: the parent's wait is the critical path, and the
            woken idle child would otherwise take this CPU before it. */
-        struct wf_idle idle = srv->idle[--srv->nidle];
+        struct wf_idle idle = srv->idle[ready];
+        srv->idle[ready] = srv->idle[--srv->nidle];
         add_child(srv, idle.pid, status_fd, request);
         reply(client_fd, WF_OK, idle.pid);
         rc = hand_off(srv, idle, fds + 1, nfds - 1);
@@ -579,6 +595,23 @@ static void reap_children(struct wf_server *srv)
     }
 }
 
+/* An idle child spoke: WF_READY, or EOF because it died (it is reaped
+   like any other child). */
+static void hear_idle(struct wf_server *srv, int index)
+{
+    struct wf_frame frame;
+    int nfds = 0, fds[1];
+    int rc = wf_recv_frame(srv->idle[index].sock, &frame, fds, 0, &nfds);
+    if (rc < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (rc == 1 && frame.type == WF_READY) {
+        srv->idle[index].ready = 1;
+        return;
+    }
+    close_fd(&srv->idle[index].sock);
+    srv->idle[index] = srv->idle[--srv->nidle];
+}
+
 /* The owner is gone: retire the idle children (they see EOF and exit),
    and terminate the daemonic children, as the owner's own exit would have
    (multiprocessing's atexit handler terminates daemonic children; after a
@@ -622,13 +655,13 @@ static int finish_turn(struct wf_server *srv)
 
 int wf_server_run(struct wf_server *srv)
 {
-    struct pollfd pfd[WF_MAX_CLIENTS + 4];
+    struct pollfd pfd[WF_MAX_CLIENTS + WF_MAX_IDLE + 4];
 
     srv->notice_pending = srv->notices_dropped = 0;
     for (;;) {
         int n = 0, rc, timeout = -1;
         int listen_at = -1, alive_at = -1, tracker_at = -1, sigchld_at;
-        int clients_at;
+        int clients_at, idle_at, nidle_polled;
         int64_t now = wf_now_ms();
 
         if (srv->owner_gone && srv->nchildren == 0) {
@@ -669,6 +702,12 @@ int wf_server_run(struct wf_server *srv)
         for (int i = 0; i < srv->nclients; i++) {
             pfd[n].fd = srv->clients[i].fd; pfd[n++].events = POLLIN;
         }
+        idle_at = n;
+        for (int i = 0; i < srv->nidle; i++) {
+            pfd[n].fd = srv->idle[i].ready ? -1 : srv->idle[i].sock;
+            pfd[n++].events = POLLIN;
+        }
+        nidle_polled = srv->nidle;
 
         /* Refill the pool only when nothing else is waiting (a request
            that is already here goes first), and not right after a hand-off:
@@ -726,9 +765,15 @@ int wf_server_run(struct wf_server *srv)
         }
         if (listen_at >= 0 && pfd[listen_at].revents)
             accept_client(srv);
-        /* Walk clients from the end: serving one may drop it (swap-remove),
-           which moves only entries we have already visited. */
-        for (int i = n - clients_at - 1; i >= 0; i--) {
+        /* Walk idle children and clients from the end: hearing or serving
+           one may drop it (swap-remove), which moves only entries we have
+           already visited. */
+        for (int i = nidle_polled - 1; i >= 0; i--) {
+            if (i < srv->nidle && pfd[idle_at + i].revents
+                && srv->idle[i].sock == pfd[idle_at + i].fd)
+                hear_idle(srv, i);
+        }
+        for (int i = idle_at - clients_at - 1; i >= 0; i--) {
             if (i >= srv->nclients || !pfd[clients_at + i].revents)
                 continue;
             if (srv->clients[i].fd != pfd[clients_at + i].fd)

@@ -21,8 +21,12 @@ CASES = {
     "throughput": "N no-op processes, at most `alive` alive at once",
     "pool": "ProcessPoolExecutor(2 workers, max_tasks_per_child=1), N tasks",
     "uss": "private memory (USS) of a child that used numpy",
+    "burst": "per start, in a burst of starts back to back",
+    "faults": "page faults a child takes on its way to the target",
+    "cpu": "CPU time of the whole tree per no-op child (throughput batch)",
 }
-UNITS = {"uss": "kB"}
+UNITS = {"uss": "kB", "faults": "faults"}
+BURST = 8               # starts per burst sample
 
 
 def supports(case, spec):
@@ -33,7 +37,7 @@ def supports(case, spec):
     if case == "pool":
         # ProcessPoolExecutor refuses max_tasks_per_child with 'fork'.
         return name not in (RAW, "fork")
-    if case == "uss":
+    if case in ("uss", "faults"):
         return name != RAW
     return True
 
@@ -51,6 +55,12 @@ def sample(case, ctx, opts, target=None):
         return _pool(ctx, opts["tasks"])
     if case == "uss":
         return _uss(ctx)
+    if case == "burst":
+        return _burst(ctx) if ctx else _raw_start()
+    if case == "faults":
+        return _faults(ctx)
+    if case == "cpu":
+        return _cpu_per_child(ctx, opts["procs"], opts["alive"])
     raise ValueError(f"unknown case {case!r}")
 
 
@@ -167,6 +177,54 @@ def _uss(ctx):
         child_w.close()
     _check(p)
     return kb
+
+
+def _burst(ctx):
+    """Mean start latency of BURST starts back to back: the warm pool
+    has no time to refill between them."""
+    pipes = [ctx.Pipe(duplex=False) for _ in range(BURST)]
+    procs = [ctx.Process(target=w.send_bytes, args=(b"x",))
+             for _, w in pipes]
+    try:
+        t0 = time.perf_counter_ns()
+        for p, (r, _) in zip(procs, pipes):
+            p.start()
+            r.recv_bytes()
+        t1 = time.perf_counter_ns()
+        for p in procs:
+            p.join()
+    finally:
+        for r, w in pipes:
+            r.close()
+            w.close()
+    for p in procs:
+        _check(p)
+    return (t1 - t0) // BURST
+
+
+def _faults(ctx):
+    parent_r, child_w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=payloads.report_faults, args=(child_w,))
+    try:
+        p.start()
+        faults = parent_r.recv()
+        p.join()
+    finally:
+        parent_r.close()
+        child_w.close()
+    _check(p)
+    return faults
+
+
+def _cpu_per_child(ctx, n, alive):
+    """Run the throughput batch; return the tree's CPU ns per child."""
+    from .cpu import tree_cpu_ns
+    before = tree_cpu_ns(ctx)
+    if ctx is None:
+        _raw_throughput(n, alive)
+    else:
+        _throughput(ctx, n, alive)
+    return (tree_cpu_ns(ctx) - before) // n
 
 
 def _check(p):

@@ -6,7 +6,7 @@ must be importable.  Cases that only need a byte use the bound method
 this package.
 """
 
-__all__ = ["uss_kb", "report_uss", "touch_numpy"]
+__all__ = ["uss_kb", "report_uss", "touch_numpy", "report_faults", "stamp"]
 
 
 def uss_kb(pid="self"):
@@ -39,3 +39,20 @@ def stamp(conn):
     import time
 
     conn.send_bytes(time.perf_counter_ns().to_bytes(8, "little"))
+
+
+def report_faults(conn):
+    """Send the page faults this child took before its target ran.
+
+    A warmfork child from the warm pool counts from its hand-off
+    (warmfork.child.faults_at_start): what the idle child did before
+    (warm-up, pre-faulting) is off the start's critical path.
+    """
+    import resource
+    import sys
+
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    child = sys.modules.get("warmfork.child")
+    start = getattr(child, "faults_at_start", None) if child else None
+    conn.send(faults - (start or 0))
+    conn.close()

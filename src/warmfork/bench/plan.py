@@ -13,8 +13,8 @@ from .methods import RAW
 
 __all__ = ["Settings", "Group", "SELECTABLE", "build"]
 
-SELECTABLE = ("start", "roundtrip", "throughput", "pool", "memory",
-              "numpy", "uss", "script")
+SELECTABLE = ("start", "burst", "faults", "roundtrip", "throughput", "cpu",
+              "pool", "memory", "numpy", "uss", "script")
 NEEDS_NUMPY = ("numpy", "uss", "script")
 # Preloaded for the numpy figures: numpy, and the module of the USS target.
 NUMPY_PRELOAD = "numpy+warmfork.bench.payloads"
@@ -82,8 +82,8 @@ def build(s, methods, selected, have_numpy):
     if sel & {"memory", "numpy", "script"}:
         sel.add("start")
     groups = []
-    base_cases = [c for c in ("start", "roundtrip", "throughput", "pool")
-                  if c in sel]
+    base_cases = [c for c in ("start", "burst", "faults", "roundtrip",
+                              "throughput", "cpu", "pool") if c in sel]
     if base_cases:
         groups.append(Group("base", {c: c for c in base_cases},
                             [RAW] + methods, rounds=s.rounds))

@@ -1,17 +1,27 @@
 """Turn worker output into rows with stats and ratios, and into a table."""
 
-from . import stats
+from . import cases, stats
 from .methods import RAW, base
 
 __all__ = ["assemble", "table", "fmt_value"]
 
-_RAW_LABEL = {"start": "raw os.fork()+1 byte", "roundtrip":
-              "raw os.fork()+_exit+waitpid", "throughput": "raw os.fork()"}
+_RAW_LABEL = {"start": "raw os.fork()+1 byte", "burst": "raw os.fork()+1 byte",
+              "roundtrip": "raw os.fork()+_exit+waitpid",
+              "throughput": "raw os.fork()", "cpu": "raw os.fork()+_exit"}
 
 
 def _title(figure, row):
     if figure == "start":
-        return "start latency: start() until the target's byte is read"
+        return ("isolated start: start() until the target's byte is read "
+                "(the pool has refilled)")
+    if figure == "burst":
+        return (f"back-to-back starts: per start, in bursts of "
+                f"{cases.BURST}")
+    if figure == "faults":
+        return "page faults on the child's way to its target"
+    if figure == "cpu":
+        return (f"CPU per child, whole tree (parent, server, children): "
+                f"{row['procs']} no-op processes")
     if figure == "roundtrip":
         return "round trip: start() + join() of a no-op"
     if figure == "throughput":
@@ -33,9 +43,9 @@ def _title(figure, row):
 
 def _kind(figure):
     """Return the worker case whose raw lower bound applies to figure."""
-    if figure in ("roundtrip", "throughput"):
+    if figure in ("roundtrip", "throughput", "cpu"):
         return figure
-    if figure.startswith("start") or figure == "script":
+    if figure.startswith("start") or figure in ("script", "burst"):
         return "start"
     return None
 
@@ -70,6 +80,8 @@ def fmt_value(v, unit):
         return "-"
     if unit == "kB":
         return f"{v / 1024:.1f} MB"
+    if unit == "faults":
+        return f"{v:.0f}"
     if v >= 1e9:
         return f"{v / 1e9:.2f} s"
     if v >= 1e6:
