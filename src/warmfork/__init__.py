@@ -11,11 +11,21 @@ from .context import (DEFAULT_POOL_SIZE, DEFAULT_PRELOAD, WarmforkContext,
                       set_preload)
 
 __all__ = ["get_context", "set_preload", "set_pool_size", "Server", "Handle",
+           "SpawnOptions", "Executor",
            "WarmforkContext", "WarmforkProcess", "PreloadWarning",
            "DEFAULT_PRELOAD", "DEFAULT_POOL_SIZE"]
 __version__ = "0.1.0"
 
-_LAZY = {"Server": "api", "Handle": "api", "PreloadWarning": "client"}
+_LAZY = {"Server": "api", "Handle": "api", "PreloadWarning": "client",
+         "SpawnOptions": "options", "Executor": "executor"}
+
+# Type checkers see the lazy names' real types (typing is not imported).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .api import Handle, Server                     # noqa: F401
+    from .client import PreloadWarning                  # noqa: F401
+    from .executor import Executor                      # noqa: F401
+    from .options import SpawnOptions                   # noqa: F401
 
 
 def __getattr__(name):
