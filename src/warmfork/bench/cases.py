@@ -6,6 +6,7 @@ for the timed figures, kB for ``uss``.  Set-up and clean-up (pipes,
 """
 
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.connection import wait
@@ -20,6 +21,9 @@ CASES = {
     "roundtrip": "start() + join() of a no-op process",
     "throughput": "N no-op processes, at most `alive` alive at once",
     "pool": "ProcessPoolExecutor(2 workers, max_tasks_per_child=1), N tasks",
+    "executor": "N tasks, a fresh process each: warmfork.Executor(2); "
+                "stdlib: ProcessPoolExecutor(2, max_tasks_per_child=1), "
+                "fork: ProcessPoolExecutor(2) reusing its workers",
     "uss": "private memory (USS) of a child that used numpy",
     "burst": "per start, in a burst of starts back to back",
     "faults": "page faults a child takes on its way to the target",
@@ -37,6 +41,11 @@ def supports(case, spec):
     if case == "pool":
         # ProcessPoolExecutor refuses max_tasks_per_child with 'fork'.
         return name not in (RAW, "fork")
+    if case == "executor":
+        # max_tasks_per_child needs 3.11; fork runs reused workers; raw is
+        # N bare forks, at most 2 alive: the floor of a process per task.
+        return name in (RAW, "fork", "warmfork") or sys.version_info >= (
+            3, 11)
     if case in ("uss", "faults"):
         return name != RAW
     return True
@@ -53,6 +62,9 @@ def sample(case, ctx, opts, target=None):
         return _throughput(ctx, n, alive) if ctx else _raw_throughput(n, alive)
     if case == "pool":
         return _pool(ctx, opts["tasks"])
+    if case == "executor":
+        n = opts["tasks"]
+        return _executor(ctx, n) if ctx else _raw_throughput(n, 2)
     if case == "uss":
         return _uss(ctx)
     if case == "burst":
@@ -160,6 +172,37 @@ def _pool(ctx, tasks):
     t0 = time.perf_counter_ns()
     with ProcessPoolExecutor(max_workers=2, mp_context=ctx,
                              max_tasks_per_child=1) as ex:
+        for _ in ex.map(abs, range(tasks)):
+            pass
+    return time.perf_counter_ns() - t0
+
+
+_executor_servers = {}   # preload -> warmfork.Server, kept for the run
+
+
+def _executor(ctx, tasks):
+    """``tasks`` tiny tasks, each in a fresh process (fork: reused workers).
+
+    warmfork.Executor uses a Server started before the clock, as the
+    stdlib's forkserver is already running for its pool.
+    """
+    name = ctx.get_start_method()
+    if name == "warmfork":
+        import warmfork
+        from warmfork.context import current_preload
+        preload = current_preload()
+        if preload not in _executor_servers:
+            _executor_servers[preload] = warmfork.Server(preload)
+        server = _executor_servers[preload]
+    t0 = time.perf_counter_ns()
+    if name == "warmfork":
+        ex = warmfork.Executor(2, server=server)
+    elif name == "fork":
+        ex = ProcessPoolExecutor(max_workers=2, mp_context=ctx)
+    else:
+        ex = ProcessPoolExecutor(max_workers=2, mp_context=ctx,
+                                 max_tasks_per_child=1)
+    with ex:
         for _ in ex.map(abs, range(tasks)):
             pass
     return time.perf_counter_ns() - t0

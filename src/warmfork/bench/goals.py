@@ -46,6 +46,11 @@ def evaluate(rows, m="warmfork"):
          quot(p(big_fig, m), p("start", m)) if big_fig else None),
         (f"start numpy preloaded / no numpy ({m})", "<=", 1.2,
          quot(p("start+numpy", m, by_base=True), p("start", m))),
+        # issue 12's: a fresh process per task
+        (f"executor {m} / forkserver pool, 1 task per child", "<=", 0.2,
+         quot(p("executor", m), p("executor", "forkserver"))),
+        (f"executor {m} / fork pool, workers reused", "<=", 3.0,
+         quot(p("executor", m), p("executor", "fork"))),
     ]
     out = []
     for name, op, limit, value in goals:

@@ -14,7 +14,7 @@ from .methods import RAW
 __all__ = ["Settings", "Group", "SELECTABLE", "build"]
 
 SELECTABLE = ("start", "burst", "faults", "roundtrip", "throughput", "cpu",
-              "pool", "memory", "numpy", "uss", "script")
+              "pool", "executor", "memory", "numpy", "uss", "script")
 NEEDS_NUMPY = ("numpy", "uss", "script")
 # Preloaded for the numpy figures: numpy, and the module of the USS target.
 NUMPY_PRELOAD = "numpy+warmfork.bench.payloads"
@@ -83,7 +83,8 @@ def build(s, methods, selected, have_numpy):
         sel.add("start")
     groups = []
     base_cases = [c for c in ("start", "burst", "faults", "roundtrip",
-                              "throughput", "cpu", "pool") if c in sel]
+                              "throughput", "cpu", "pool", "executor")
+                  if c in sel]
     if base_cases:
         groups.append(Group("base", {c: c for c in base_cases},
                             [RAW] + methods, rounds=s.rounds))

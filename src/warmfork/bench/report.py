@@ -7,7 +7,8 @@ __all__ = ["assemble", "table", "fmt_value"]
 
 _RAW_LABEL = {"start": "raw os.fork()+1 byte", "burst": "raw os.fork()+1 byte",
               "roundtrip": "raw os.fork()+_exit+waitpid",
-              "throughput": "raw os.fork()", "cpu": "raw os.fork()+_exit"}
+              "throughput": "raw os.fork()", "cpu": "raw os.fork()+_exit",
+              "executor": "raw os.fork(), <= 2 alive"}
 
 
 def _title(figure, row):
@@ -30,6 +31,9 @@ def _title(figure, row):
     if figure == "pool":
         return (f"ProcessPoolExecutor(2, max_tasks_per_child=1): "
                 f"{row['procs']} trivial tasks")
+    if figure == "executor":
+        return (f"Executor(2), a fresh process per task: {row['procs']} "
+                f"trivial tasks (fork: reused workers)")
     if figure.startswith("start@"):
         return f"start latency, parent holds {row['mem_mb']} MB touched"
     if figure == "start+numpy":
@@ -43,7 +47,7 @@ def _title(figure, row):
 
 def _kind(figure):
     """Return the worker case whose raw lower bound applies to figure."""
-    if figure in ("roundtrip", "throughput", "cpu"):
+    if figure in ("roundtrip", "throughput", "cpu", "executor"):
         return figure
     if figure.startswith("start") or figure in ("script", "burst"):
         return "start"
@@ -114,7 +118,7 @@ def table(rows, goals, notes=(), meta=None):
             out += ["", f"{r['title']}  [{figure}]", head]
         s, u = r["stats"], r["unit"]
         note = ""
-        if r["case"] in ("throughput", "pool") and s.get("p50"):
+        if r["case"] in ("throughput", "pool", "executor") and s.get("p50"):
             note = f"{r['procs'] / (s['p50'] / 1e9):.0f} procs/s"
         out.append(f"  {_label(r):<42} {fmt_value(s.get('p50'), u):>9}"
                    f" {fmt_value(s.get('p90'), u):>9}"

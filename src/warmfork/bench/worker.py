@@ -68,7 +68,7 @@ def _progress(case, done, total):
 
 def _measure(case, specs, contexts, args, caps, target):
     opts = {"procs": args.procs, "alive": args.alive, "tasks": args.tasks}
-    batch = case in ("throughput", "cpu", "pool")
+    batch = case in ("throughput", "cpu", "pool", "executor")
     rounds = args.batch_rounds if batch else args.rounds
     # A batch is too long to repeat for warm-up: warm up with round trips.
     warm_case = "roundtrip" if batch else case
@@ -115,7 +115,8 @@ def main(argv=None, target=None):
                 "unit": cases.UNITS.get(case, "ns"),
                 "samples": samples[spec],
                 "procs": args.procs if case in ("throughput", "cpu") else
-                args.tasks if case == "pool" else 1, "alive": args.alive,
+                args.tasks if case in ("pool", "executor") else 1,
+                "alive": args.alive,
             })
     json.dump(out, sys.stdout)
     sys.stdout.write("\n")
