@@ -157,6 +157,15 @@ def test_dropped_executor_finishes_its_queue(server):
     assert future.result(20) == 42
 
 
+def test_dropped_unused_executor_closes_its_server():
+    import gc
+    ex = warmfork.Executor(1, preload=["embed_targets"])
+    server = ex.server
+    del ex
+    gc.collect()
+    assert server._server is None
+
+
 def test_pickling_problems_fail_the_future(ex):
     with pytest.raises(TypeError, match="pickle"):   # the argument
         ex.submit(t.add, threading.Lock()).result(20)

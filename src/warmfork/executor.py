@@ -147,6 +147,18 @@ class _Manager:
         if no_thread:
             self.finish()
 
+    def dropped(self) -> None:
+        """The Executor was collected without shutdown(): as
+        shutdown(wait=False).  No lock: the collection may run inside any
+        thread, this one's included, while it holds self.lock."""
+        if self.shutdown:
+            return
+        self.shutdown = True
+        if self.thread is None:
+            self.finish()           # nobody can hold the lock: no thread
+        else:
+            self.wake()             # the pipe stays open until it exits
+
     def finish(self) -> None:
         """Close the wake-up pipe, and the server if it is ours (once)."""
         with self.lock:
@@ -331,7 +343,7 @@ class Executor(concurrent.futures.Executor):
         self._manager = _Manager(server, owns, max_workers, options,
                                  task_timeout)
         # Dropped without shutdown(): finish the queue, then close.
-        weakref.finalize(self, self._manager.request_shutdown).atexit = False
+        weakref.finalize(self, self._manager.dropped).atexit = False
 
     @property
     def server(self) -> Server:
