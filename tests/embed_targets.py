@@ -136,3 +136,10 @@ def send_environ_all(conn):
 def send_cwd(conn):
     conn.send(os.getcwd())
     conn.close()
+
+
+def echo_upper(sock):
+    data = sock.recv(100)
+    sock.sendall(data.upper())
+    sock.close()
+    return len(data)

@@ -176,6 +176,17 @@ def test_pickling_problems_fail_the_future(ex):
     assert ex.submit(t.add, 1).result(20) == 1
 
 
+def test_a_socket_argument_reaches_the_child(ex):
+    import socket
+    mine, theirs = socket.socketpair()
+    with mine:
+        future = ex.submit(t.echo_upper, theirs)
+        future.add_done_callback(lambda _: theirs.close())  # sent at start
+        mine.sendall(b"request")
+        assert mine.recv(100) == b"REQUEST"
+        assert future.result(20) == 7
+
+
 def test_result_bigger_than_a_pipe_buffer(ex):
     assert len(ex.submit(t.big, 4 << 20).result(30)) == 4 << 20
 

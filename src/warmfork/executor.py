@@ -31,7 +31,7 @@ from typing import (Any, Callable, Deque, Dict, Iterable, List, Optional,
 
 from . import _child
 from .api import Handle, Server
-from .context import DEFAULT_PRELOAD, MAX_POOL_SIZE
+from .context import DEFAULT_PRELOAD
 from .options import SpawnOptions, resolved
 
 __all__ = ["Executor", "ChildDied", "TaskTimeout"]
@@ -309,7 +309,8 @@ class Executor(concurrent.futures.Executor):
     ``max_workers`` (default: the CPUs this process may run on) bounds the
     children alive at once.  Without ``server``, the Executor starts its
     own (``preload``, default ``warmfork.DEFAULT_PRELOAD``; ``pool_size``,
-    default ``max_workers``) in the background and closes it at shutdown;
+    default warmfork.set_pool_size's) in the background and closes it at
+    shutdown;
     a ``server`` passed in is shared and stays open.  ``options`` set up
     every child (env, cwd, stdio, name).  A task running longer than
     ``task_timeout`` seconds is killed and its future fails with
@@ -332,8 +333,6 @@ class Executor(concurrent.futures.Executor):
             raise TypeError("options must be a warmfork.SpawnOptions")
         owns = server is None
         if server is None:
-            if pool_size is None:
-                pool_size = min(max_workers, MAX_POOL_SIZE)
             server = Server(DEFAULT_PRELOAD if preload is None else preload,
                             pool_size, background=True)
         elif preload is not None or pool_size is not None:
