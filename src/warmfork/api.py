@@ -11,14 +11,14 @@ multiprocessing processes: current_process(), parent_process() and the
 pickling rules are exactly those of the "warmfork" start method.
 
 Server.spawn_with() adds per-child options (options.SpawnOptions), applied
-in the child by _child.apply before the target runs.
+in the child by _target.apply before the target runs.
 """
 import os
 import threading
 from typing import (Any, Callable, Dict, Generator, Iterable, Optional,
                     Tuple)
 
-from . import _child
+from . import _target
 from . import options as _options
 from .client import ServerProcess
 from .context import (WarmforkProcess, check_pool_size, check_preload,
@@ -29,7 +29,7 @@ __all__ = ["Server", "Handle", "SpawnOptions"]
 
 SpawnOptions = _options.SpawnOptions
 # Every Server preloads what its children run before their target.
-_CHILD_PRELOAD = ("warmfork._child",)
+_CHILD_PRELOAD = ("warmfork._target",)
 
 
 class Handle:
@@ -155,7 +155,7 @@ class Server:
         stdio, name); a bad cwd or an unopenable file raises here."""
         with _options.resolved(options) as plan:
             name = None if options is None else options.name
-            return self._start(_child.call, (plan, func, args, kwargs), {},
+            return self._start(_target.call, (plan, func, args, kwargs), {},
                                name)
 
     def _start(self, target: Callable[..., Any], args: Tuple[Any, ...],

@@ -10,7 +10,7 @@ One manager thread per Executor starts the children (at most
 ``max_workers`` alive), and waits with multiprocessing.connection.wait on
 the wake-up pipe, each task's result pipe and each child's sentinel.  The
 child sends ``(True, result)`` or ``(False, exception, traceback text)``
-(_child.run_task); a child that exits without sending fails its future
+(_target.run_task); a child that exits without sending fails its future
 with ChildDied; a task past its ``task_timeout`` is SIGKILLed and its
 future fails with TaskTimeout.  A task's slot is free when its child has
 exited, not when its result arrived.
@@ -29,7 +29,7 @@ from multiprocessing.connection import Connection, Pipe, wait
 from typing import (Any, Callable, Deque, Dict, Iterable, List, Optional,
                     Set, Tuple, TypeVar)
 
-from . import _child
+from . import _target
 from .api import Handle, Server
 from .context import DEFAULT_PRELOAD
 from .options import SpawnOptions, resolved
@@ -219,7 +219,7 @@ class _Manager:
         try:
             with resolved(self.options) as plan:
                 handle = self.server._start(
-                    _child.run_task,
+                    _target.run_task,
                     (writer, plan, item.fn, item.args, item.kwargs), {},
                     None if self.options is None else self.options.name)
         except BaseException:

@@ -2,7 +2,7 @@
 
 The parent validates and resolves them (opens files, checks the directory)
 into a plan; the child applies the plan before its target runs
-(_child.apply).  Nothing here runs in the server.
+(_target.apply).  Nothing here runs in the server.
 """
 import contextlib
 import dataclasses
@@ -12,7 +12,7 @@ import types
 from typing import (IO, Any, Iterator, List, Mapping, Optional, Tuple,
                     Union)
 
-from . import _child
+from . import _target
 
 __all__ = ["SpawnOptions", "Stdio", "DEVNULL"]
 
@@ -101,14 +101,14 @@ class _PassFd:
 
     def __reduce__(self) -> Tuple[Any, Tuple[Any]]:
         from multiprocessing import reduction
-        return _child.detach_fd, (reduction.DupFd(self.fd),)
+        return _target.detach_fd, (reduction.DupFd(self.fd),)
 
 
 def _stdio_for_child(index: int, value: Any, opened: List[int]) -> Any:
     if value is None:
         return None
     if value == DEVNULL or (isinstance(value, str) and value == os.devnull):
-        return _child.DEVNULL
+        return _target.DEVNULL
     if isinstance(value, (str, os.PathLike)):
         if index == 0:
             flags = os.O_RDONLY
@@ -124,7 +124,7 @@ def _stdio_for_child(index: int, value: Any, opened: List[int]) -> Any:
 
 @contextlib.contextmanager
 def resolved(options: Optional[SpawnOptions]
-             ) -> Iterator[Optional[_child.Plan]]:
+             ) -> Iterator[Optional[_target.Plan]]:
     """Within this block, the plan for ``options`` (files it opened stay
     open until the child has its duplicates: start the child inside)."""
     if options is None:

@@ -1,4 +1,7 @@
-"""What runs in a warmfork.Server child before (and around) its target.
+"""The targets of Server.spawn_with() and Executor tasks: set the child up
+(per-spawn options), then run the function (and, for a task, send back
+its outcome).  Not child.py, which takes a child from its fds to the
+target; this runs as the target.
 
 Every warmfork.Server preloads this module, so a child pays no import for
 it.  Keep it small and light: it must not import warmfork.api, .executor
