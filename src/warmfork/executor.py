@@ -333,8 +333,11 @@ class Executor(concurrent.futures.Executor):
             raise TypeError("options must be a warmfork.SpawnOptions")
         owns = server is None
         if server is None:
-            server = Server(DEFAULT_PRELOAD if preload is None else preload,
-                            pool_size, background=True)
+            if preload is None:
+                preload = DEFAULT_PRELOAD
+            elif not isinstance(preload, str):
+                preload = tuple(preload)        # a generator is read once
+            server = Server(preload, pool_size, background=True)
         elif preload is not None or pool_size is not None:
             raise ValueError("preload and pool_size are the server's: give "
                              "them to warmfork.Server, not with server=")
