@@ -214,6 +214,7 @@ def test_asyncio_wrap_future_and_run_in_executor(ex):
 def test_own_server_is_closed_at_shutdown_and_nothing_leaks(no_fd_leak):
     threads = threading.active_count()
     ex = warmfork.Executor(2, preload=(m for m in ["embed_targets"]))
+    assert ex.server.preload == ("embed_targets",)
     assert list(ex.map(t.add, range(4))) == [0, 1, 2, 3]
     server = ex.server
     ex.shutdown()
