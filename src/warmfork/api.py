@@ -135,7 +135,9 @@ class Server:
     def pid(self) -> int:
         """The server process's pid."""
         self._join_start()
-        return self._server.pid  # type: ignore[union-attr,return-value]
+        if self._server is None:
+            raise ValueError("pid of a closed warmfork.Server")
+        return self._server.pid
 
     def spawn(self, func: Callable[..., Any], *args: Any,
               **kwargs: Any) -> Handle:

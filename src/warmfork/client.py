@@ -248,7 +248,7 @@ class ServerProcess:
 
 
 # Servers of this process, by preload tuple.
-_servers = {}
+_servers: "dict[tuple, ServerProcess]" = {}
 _servers_lock = threading.Lock()
 
 

@@ -11,7 +11,8 @@ import struct
 import threading
 
 from multiprocessing import popen_fork, spawn, util
-from multiprocessing.context import reduction, set_spawning_popen
+from multiprocessing import reduction
+from multiprocessing.context import set_spawning_popen
 
 from . import child, client, context
 

@@ -177,7 +177,7 @@ def _pool(ctx, tasks):
     return time.perf_counter_ns() - t0
 
 
-_executor_servers = {}   # preload -> warmfork.Server, kept for the run
+_executor_servers: dict = {}   # preload -> warmfork.Server, kept for the run
 
 
 def _executor(ctx, tasks):
