@@ -15,6 +15,7 @@ from warmfork import client, core
 from warmfork.core import lib
 
 import helpers
+from procinfo import alive
 
 ctx = mp.get_context("warmfork")
 
@@ -257,14 +258,6 @@ if __name__ == "__main__":
 """
 
 
-def _pid_alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_server_outlives_parent_until_last_child_then_cleans_up(tmp_path):
     script = tmp_path / "parent.py"
     script.write_text(SERVER_LIFETIME_SCRIPT)
@@ -275,13 +268,13 @@ def test_server_outlives_parent_until_last_child_then_cleans_up(tmp_path):
         server_pid, child_pid, socket_dir = parent.stdout.readline().split()
         parent.wait(60)
     server_pid, child_pid = int(server_pid), int(child_pid)
-    assert _pid_alive(server_pid) and _pid_alive(child_pid)
+    assert alive(server_pid) and alive(child_pid)
     assert os.path.isdir(socket_dir)
     deadline = time.monotonic() + 30
-    while _pid_alive(server_pid) and time.monotonic() < deadline:
+    while alive(server_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _pid_alive(child_pid)
-    assert not _pid_alive(server_pid)
+    assert not alive(child_pid)
+    assert not alive(server_pid)
     assert not os.path.exists(socket_dir)
 
 
