@@ -32,7 +32,7 @@ SCENARIOS = {
 #   context: ctx = get_context(method), Lock first.
 VARIANTS = ("default", "context")
 CHILD_LINGER = 1.5      # b: the children outlive their parent this long
-PARENT_WATCH = 0.5      # a: how long we watch the parent's names after the kill
+PARENT_WATCH = 0.5      # a: we watch the parent's names this long
 TIMEOUT = 30            # readiness, and the server/tracker's exit
 
 WARNING = re.compile(r"There appear to be (\d+) leaked (\w+) objects")
@@ -82,7 +82,7 @@ def child(method, scenario, lock, shm_name):
         time.sleep(float(sys.argv[4]))
         # From here on our own Lock may go (its finalizer unlinks it).
         open("leaving-%d" % os.getpid(), "w").close()
-        own_shm.close()            # closed, never unlinked: left to the tracker
+        own_shm.close()            # never unlinked: left to the tracker
         theirs.close()
         return
     time.sleep(SAFETY)

@@ -84,3 +84,11 @@ def cmdline(pid):
     except (FileNotFoundError, ProcessLookupError):
         return ""
     return raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
+
+
+def cwd(pid):
+    """pid's working directory ('' once it is gone)."""
+    try:
+        return os.readlink("/proc/%d/cwd" % pid)
+    except OSError:
+        return ""
