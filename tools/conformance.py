@@ -124,9 +124,10 @@ def parse_args(argv):
     ap.add_argument("--method", default="warmfork",
                     help="start method under test (default: warmfork)")
     ap.add_argument("--write-baseline", action="store_true",
-                    help="run forkserver and rewrite tools/baseline/"
-                         "forkserver-X.Y.json")
-    ap.add_argument("--baseline", help="compare with this file instead")
+                    help="run forkserver and write the baseline file")
+    ap.add_argument("--baseline", metavar="FILE",
+                    help="the baseline file to compare with, or to write "
+                         "(default: tools/baseline/forkserver-X.Y.json)")
     ap.add_argument("--only", action="append", default=[], metavar="CLASS",
                     help="only test classes whose name contains CLASS")
     ap.add_argument("--jobs", "-j", type=int, default=0,
