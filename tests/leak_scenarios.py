@@ -50,7 +50,7 @@ def record(role, lock, shm):
     names = ["sem." + lock._semlock.name.lstrip("/"), shm.name.lstrip("/")]
     path = "names-%s-%d.json" % (role, os.getpid())
     with open(path + ".tmp", "w") as f:
-        json.dump({"role": role, "pid": os.getpid(), "names": names}, f)
+        json.dump({"role": role, "names": names}, f)
     os.rename(path + ".tmp", path)     # the harness never reads half a file
 
 
@@ -161,14 +161,15 @@ def role_counts(tree, parent, started):
 
 
 def read_names(workdir):
-    """{name in /dev/shm: (role, pid)} for every name the scenario made."""
+    """{name in /dev/shm: role of its creator} for every name the scenario
+    made."""
     names = {}
     for entry in os.listdir(workdir):
         if entry.startswith("names-") and entry.endswith(".json"):
             with open(os.path.join(workdir, entry)) as f:
                 rec = json.load(f)
             for name in rec["names"]:
-                names[name] = (rec["role"], rec["pid"])
+                names[name] = rec["role"]
     return names
 
 
@@ -221,8 +222,7 @@ def run(method, scenario, variant, workdir, python=sys.executable):
         tree = procinfo.descendants(parent)
         roles = role_counts(tree, parent, started)
         names = read_names(workdir)
-        parents_names = [n for n, (role, _) in names.items()
-                         if role == "parent"]
+        parents_names = [n for n, role in names.items() if role == "parent"]
         victims = {"0": [], "a": started, "b": [parent],
                    "c": [parent] + started}[scenario]
         if scenario == "c":

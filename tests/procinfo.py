@@ -9,7 +9,7 @@ import time
 
 # The fields we use of proc(5)'s /proc/PID/stat.  `start` (clock ticks
 # since boot) tells a pid from its reuse.
-Stat = collections.namedtuple("Stat", "pid state ppid pgrp start")
+Stat = collections.namedtuple("Stat", "pid state ppid start")
 
 
 def stat(pid):
@@ -21,8 +21,7 @@ def stat(pid):
         return None
     # comm (field 2) may hold spaces and parentheses: split after the last ')'.
     fields = data[data.rindex(")") + 2:].split()
-    return Stat(pid, fields[0], int(fields[1]), int(fields[2]),
-                int(fields[19]))
+    return Stat(pid, fields[0], int(fields[1]), int(fields[19]))
 
 
 def all_stats():
@@ -52,11 +51,6 @@ def wait_gone(pid, timeout=30):
     return not alive(pid)
 
 
-def children(pid):
-    """Pids of pid's running children."""
-    return sorted(st.pid for st in all_stats() if st.ppid == pid)
-
-
 def descendants(root):
     """Stat of root and of everything below it, root first."""
     table = {st.pid: st for st in all_stats()}
@@ -69,11 +63,6 @@ def descendants(root):
         out.append(table[pid])
         todo.extend(sorted(kids[pid]))
     return out
-
-
-def group(pgid):
-    """Stat of every running process of process group pgid."""
-    return [st for st in all_stats() if st.pgrp == pgid]
 
 
 def cmdline(pid):
