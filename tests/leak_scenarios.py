@@ -229,10 +229,12 @@ def run(method, scenario, variant, workdir, python=sys.executable):
             # Stopped first, so that nobody sees the others die and reacts.
             for pid in victims:
                 os.kill(pid, signal.SIGSTOP)
+        # Taken before the kill: in c the server may unlink everything
+        # before we could look again.
+        at_kill = in_shm(names)
         for pid in victims:
             os.kill(pid, signal.SIGKILL)
         kill_time = time.monotonic()
-        at_kill = in_shm(names)
         too_early = []
         if scenario == "a":
             # The parent lives on and uses its names: none may go.

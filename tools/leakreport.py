@@ -59,7 +59,7 @@ def main(argv=None):
                              len(r.too_early), warned or "-",
                              "%.2f" % r.exit_seconds))
     print("processes: while the parent and 2 children hold their names. at "
-          "kill: names there right after the SIGKILL(s); after: still there "
+          "kill: names there when the SIGKILL(s) came; after: still there "
           "once every process, server and tracker too, exited; too early: "
           "gone while a process used them (a, b); warned: the tracker's "
           "'leaked' warnings; exit s: kill to the last process gone. "
