@@ -1,54 +1,18 @@
 """Named semaphores and shared memory: tracked by the server, never leaked.
 
-Each scenario runs in a fresh parent process (so that its tree is the
-only thing we look at) and really kills processes with SIGKILL.
+Each scenario runs in a fresh parent process. The SIGKILL scenarios (and
+the shape of the tree) are in test_leaks.py.
 """
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 import helpers
-
-SCENARIO = r'''
-import json, os, sys, time
-import multiprocessing as mp
-from multiprocessing import shared_memory, resource_tracker
-import warmfork, helpers
-
-def hold_names(conn, seconds):
-    """Create a semaphore and a segment of our own, report all, sleep."""
-    lock = mp.get_context("warmfork").Lock()
-    shm = shared_memory.SharedMemory(create=True, size=4096)
-    conn.send([lock._semlock.name, shm.name])
-    time.sleep(seconds)
-
-if __name__ == "__main__":
-    child_seconds = float(sys.argv[1])
-    mp.set_start_method("warmfork")
-    # SharedMemory first: it registers with the global tracker, not a
-    # context, and must still not start a stdlib tracker process.
-    shm = shared_memory.SharedMemory(create=True, size=4096)
-    ctx = mp.get_context("warmfork")
-    lock = ctx.Lock()
-    names = [lock._semlock.name, shm.name]
-    children = []
-    for _ in range(2):
-        r, w = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=hold_names, args=(w, child_seconds))
-        p.start()
-        names += r.recv()
-        children.append(p.pid)
-    from warmfork.popen_warmfork import default_server
-    srv = default_server()
-    print(json.dumps({"names": names, "children": children,
-                      "server": srv.pid, "parent": os.getpid()}), flush=True)
-    time.sleep(60)
-'''
+from procinfo import wait_gone
 
 
 def shm_path(name):
@@ -57,116 +21,6 @@ def shm_path(name):
     if name.startswith("mp-"):
         return "/dev/shm/sem." + name
     return "/dev/shm/" + name
-
-
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def wait_gone(pid, timeout=30):
-    deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return not alive(pid)
-
-
-@pytest.fixture
-def scenario(tmp_path):
-    script = tmp_path / "scenario.py"
-    script.write_text(SCENARIO)
-    env = helpers.test_env()
-    started = []
-
-    def run(child_seconds):
-        proc = subprocess.Popen([sys.executable, str(script),
-                                 str(child_seconds)], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
-        started.append(proc)
-        info = json.loads(proc.stdout.readline())
-        info["proc"] = proc
-        return info
-    yield run
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
-
-
-def children_of(pid):
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/stat" % entry) as f:
-                    fields = f.read().rsplit(") ", 1)[1].split()
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                out.append(int(entry))
-    return out
-
-
-def cmdline(pid):
-    with open("/proc/%d/cmdline" % pid, "rb") as f:
-        return f.read().replace(b"\0", b" ").decode()
-
-
-def test_tree_is_parent_server_children_only(scenario):
-    info = scenario(child_seconds=30)
-    assert all(os.path.exists(shm_path(n)) for n in info["names"])
-    # The parent's only child is the server; the server's are ours, plus
-    # the idle pre-forked children of its warm pool.
-    import warmfork
-    assert children_of(info["parent"]) == [info["server"]]
-    served = set(children_of(info["server"]))
-    assert set(info["children"]) <= served
-    idle = served - set(info["children"])
-    assert len(idle) <= warmfork.DEFAULT_POOL_SIZE
-    everyone = [info["parent"], info["server"]] + sorted(served)
-    assert not any("resource_tracker" in cmdline(pid) for pid in everyone)
-
-
-def test_killed_children_names_are_unlinked_after_parent_exits(scenario):
-    info = scenario(child_seconds=30)
-    for pid in info["children"]:
-        os.kill(pid, signal.SIGKILL)
-    # The parent still uses its own names: those must survive the children.
-    time.sleep(0.3)
-    assert all(os.path.exists(shm_path(n)) for n in info["names"][:2])
-    info["proc"].kill()
-    assert wait_gone(info["server"])
-    leftovers = [n for n in info["names"] if os.path.exists(shm_path(n))]
-    assert leftovers == []
-    stderr = info["proc"].stderr.read()
-    assert "leaked semaphore objects" in stderr
-    assert "leaked shared_memory objects" in stderr
-
-
-def test_names_in_use_survive_the_parents_death(scenario):
-    info = scenario(child_seconds=3)
-    info["proc"].kill()
-    info["proc"].wait()
-    # Children still run and hold the parent's names: nothing unlinked yet.
-    time.sleep(0.3)
-    assert all(alive(pid) for pid in info["children"])
-    assert all(os.path.exists(shm_path(n)) for n in info["names"])
-    assert wait_gone(info["server"])
-    assert [n for n in info["names"] if os.path.exists(shm_path(n))] == []
-
-
-def test_whole_tree_killed_leaves_nothing(scenario):
-    info = scenario(child_seconds=30)
-    for pid in info["children"] + [info["parent"]]:
-        os.kill(pid, signal.SIGKILL)
-    assert wait_gone(info["server"])
-    assert [n for n in info["names"] if os.path.exists(shm_path(n))] == []
 
 
 BAD_INPUT = r'''
