@@ -307,6 +307,23 @@ def test_exactly_once_when_the_server_dies_during_a_start(
         assert out["ran"] == []
 
 
+@pytest.mark.parametrize("pool_size", [0, 2])
+def test_terminate_right_after_start_is_not_lost(pool_size):
+    # The server ignores SIGTERM; a child forked from it must never drop a
+    # SIGTERM that arrives before it takes the default back (found by
+    # tools/soak.py: the child ran its target to the end instead).
+    with warmfork.Server(pool_size=pool_size) as srv:
+        codes = []
+        for _ in range(10):
+            handle = srv.spawn(helpers.sleep, 30)
+            handle.terminate()
+            codes.append(handle.wait(5))
+            if codes[-1] is None:
+                handle.kill()
+                handle.wait(5)
+    assert codes == [-signal.SIGTERM] * 10
+
+
 # --- issue 8, one test per failure -----------------------------------------
 
 @pytest.mark.parametrize("pool_size", [2, 0])
