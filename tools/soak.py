@@ -18,7 +18,8 @@ that every start can be checked:
     (exactly once unless it was killed first);
   - its exit code is the expected one; in chaos, 255 is also right when a
     server was killed while the child lived (its code is unknowable, as
-    under the stdlib);
+    under the stdlib), and so is 1 for a child whose segment could not be
+    registered because its tracker, that server, was killed meanwhile;
   - a passed fd arrived (the child's answer is its token).
 Around each phase it measures, after a settle: fds of the parent and of
 the server, the server's RSS, and zombies under both (should be flat).
@@ -56,10 +57,12 @@ KINDS = (["exit"] * 8 + ["raise"] + ["fds"] * 4 + ["shm"] * 2 + ["lock"]
 
 # --- targets: run in the children -----------------------------------------
 
-def _mark(marker, token, extra=""):
+def _mark(marker, token, name=""):
+    """One line per run of a target ("token pid"), and one per name it
+    created ("token pid name")."""
     fd = os.open(marker, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        os.write(fd, ("%s %d %s\n" % (token, os.getpid(), extra)).encode())
+        os.write(fd, ("%s %d %s\n" % (token, os.getpid(), name)).encode())
     finally:
         os.close(fd)
 
@@ -82,6 +85,7 @@ def t_fds(marker, token, conn):
 
 def t_shm(marker, token, name):
     from multiprocessing import shared_memory
+    _mark(marker, token)
     shm = shared_memory.SharedMemory(name=name, create=True, size=4096)
     _mark(marker, token, name)
     shm.buf[0] = 1
@@ -90,13 +94,15 @@ def t_shm(marker, token, name):
 
 
 def t_lock(marker, token, lock):
+    _mark(marker, token)
     with lock:
-        _mark(marker, token)
+        pass
 
 
 def t_sleep(marker, token, name):
     # Killed while it holds a segment: the tracker unlinks it later.
     from multiprocessing import shared_memory
+    _mark(marker, token)
     shm = shared_memory.SharedMemory(name=name, create=True, size=4096)
     _mark(marker, token, name)
     time.sleep(30)
@@ -304,7 +310,8 @@ def _markers(directory):
             with open(os.path.join(directory, name)) as f:
                 for line in f:
                     parts = line.split()
-                    seen.setdefault(parts[0], []).append(int(parts[1]))
+                    if len(parts) == 2:
+                        seen.setdefault(parts[0], []).append(int(parts[1]))
     return seen
 
 
@@ -313,7 +320,8 @@ def check(result, markers, names_left):
     problems = {"ran": [], "exit code": [], "fds": [], "names": []}
     kills = [t for t, _ in result["kills"]]
     counts = {"started": 0, "raised": 0, "killed by us": 0,
-              "255 after a server kill": 0}
+              "255 after a server kill": 0,
+              "named resource failed across a server kill": 0}
     for rec in result["records"]:
         ran = markers.get(rec["token"], [])
         if rec["error"] is not None:
@@ -333,6 +341,11 @@ def check(result, markers, names_left):
             during = any(rec["t0"] <= t <= rec["t1"] for t in kills)
             if code == 255 and during:
                 counts["255 after a server kill"] += 1
+            elif code == 1 and during and rec["kind"] in ("shm", "kill"):
+                # The child's tracker was the killed server: registering
+                # its segment failed (EPIPE), as with a killed stdlib
+                # tracker.  The tracker-death semantics, not a start's.
+                counts["named resource failed across a server kill"] += 1
             else:
                 problems["exit code"].append(
                     (rec["token"], rec["kind"], rec["expected"], code))
@@ -445,8 +458,10 @@ def _print_phase(phase, r, bad):
         phase, r["starts"], r["elapsed"], r["starts"] / r["elapsed"],
         "FAILED" if bad else "ok"))
     print("   started %d, raised %d, killed by us %d, 255 after a server "
-          "kill %d" % (c["started"], c["raised"], c["killed by us"],
-                       c["255 after a server kill"]))
+          "kill %d, named resource failed across a server kill %d"
+          % (c["started"], c["raised"], c["killed by us"],
+             c["255 after a server kill"],
+             c["named resource failed across a server kill"]))
     print("   server kills %d, replacement warnings %d, stdlib tracker "
           "relaunches %d" % (r["server kills"], r["replacements"],
                              r["stdlib tracker relaunches"]))
