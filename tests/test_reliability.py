@@ -11,7 +11,6 @@ So that they could be run against c836cf1, the few places that reach into
 warmfork's internals go through ``context_server`` and ``start_fds``.
 """
 import contextlib
-import errno
 import json
 import multiprocessing as mp
 import multiprocessing.connection
@@ -307,23 +306,6 @@ def test_exactly_once_when_the_server_dies_during_a_start(
         assert out["ran"] == []
 
 
-@pytest.mark.parametrize("pool_size", [0, 2])
-def test_terminate_right_after_start_is_not_lost(pool_size):
-    # The server ignores SIGTERM; a child forked from it must never drop a
-    # SIGTERM that arrives before it takes the default back (found by
-    # tools/soak.py: the child ran its target to the end instead).
-    with warmfork.Server(pool_size=pool_size) as srv:
-        codes = []
-        for _ in range(10):
-            handle = srv.spawn(helpers.sleep, 30)
-            handle.terminate()
-            codes.append(handle.wait(5))
-            if codes[-1] is None:
-                handle.kill()
-                handle.wait(5)
-    assert codes == [-signal.SIGTERM] * 10
-
-
 # --- issue 8, one test per failure -----------------------------------------
 
 @pytest.mark.parametrize("pool_size", [2, 0])
@@ -446,8 +428,7 @@ def test_fake_tracker_hangup_does_not_unlink_names_still_in_use(tmp_path,
     assert [n for n in out["names"] if os.path.exists(shm_path(n))] == []
 
 
-TRANSIENT = {
-    # fault rule, what to do so the server meets it
+TRANSIENT = {     # faultshim rules: one failure each
     "accept4-ENOMEM": "accept4:2:ENOMEM",
     "accept4-ENOBUFS": "accept4:2:ENOBUFS",
     "poll-ENOMEM": "poll:3:ENOMEM",
@@ -747,3 +728,21 @@ def test_idle_child_that_cannot_receive_its_start_exits_255(capfd):
             sock.close()
     assert code == 255
     assert "could not receive its start" in capfd.readouterr().err
+
+
+# --- found by tools/soak.py ------------------------------------------------
+
+@pytest.mark.parametrize("pool_size", [0, 2])
+def test_terminate_right_after_start_is_not_lost(pool_size):
+    """The server ignores SIGTERM; a child forked from it must not drop a
+    SIGTERM that arrives before it takes the default back."""
+    with warmfork.Server(pool_size=pool_size) as srv:
+        codes = []
+        for _ in range(10):
+            handle = srv.spawn(helpers.sleep, 30)
+            handle.terminate()
+            codes.append(handle.wait(5))
+            if codes[-1] is None:
+                handle.kill()
+                handle.wait(5)
+    assert codes == [-signal.SIGTERM] * 10
