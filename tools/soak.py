@@ -392,6 +392,10 @@ def supervise(args):
         if proc.returncode != 0 or not os.path.exists(result_path):
             print("%s: the worker failed (exit %s); log: %s"
                   % (phase, proc.returncode, log_path))
+            time.sleep(2)               # its server cleans up, mostly
+            for name in os.listdir("/dev/shm"):
+                if run_id in name:
+                    os.unlink(os.path.join("/dev/shm", name))
             return 2
         with open(result_path) as f:
             result = json.load(f)
