@@ -203,14 +203,40 @@ static void close_server_fds(struct wf_server *srv)
     srv->nclients = srv->nchildren = srv->nidle = 0;
 }
 
-/* In a new child: shed everything of the server's, and take back the
-   default SIGTERM and SIGINT the server ignores (Process.terminate() must
-   work from the first instant; Python installs its own SIGINT handler). */
+/* In a new child: shed everything of the server's.  (fork_child has
+   already given it back the default SIGTERM and SIGINT.) */
 static void leave_server(struct wf_server *srv)
 {
     close_server_fds(srv);
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGINT, SIG_DFL);
+}
+
+/* wf_fork for a child (a start's or the pool's).  The server ignores
+   SIGTERM and SIGINT, and a signal sent to a process that ignores it is
+   lost: a Process.terminate() right after start() (the parent has the pid
+   as soon as we reply) would vanish if it reached the child before the
+   child took the defaults back.  So both are blocked across the fork --
+   a blocked signal is kept pending even while ignored -- and the child
+   restores the defaults before it unblocks them.  Python installs its own
+   SIGINT handler later, in the child's Python code. */
+static pid_t fork_child(void)
+{
+    sigset_t block, saved;
+    pid_t pid;
+    int saved_errno;
+
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigprocmask(SIG_BLOCK, &block, &saved);
+    pid = wf_fork();
+    saved_errno = errno;
+    if (pid == 0) {
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
+    }
+    sigprocmask(SIG_SETMASK, &saved, NULL);
+    errno = saved_errno;
+    return pid;
 }
 
 void wf_server_close(struct wf_server *srv)
@@ -375,7 +401,7 @@ static int spawn_idle(struct wf_server *srv)
                               "ms): %s", srv->refill_backoff.delay_ms,
                          strerror(errno));
     }
-    pid = wf_fork();
+    pid = fork_child();
     if (pid == 0) {
         close(sv[0]);
         leave_server(srv);
@@ -470,7 +496,7 @@ static int start_child(struct wf_server *srv, int client_index,
         wf_close_fds(fds, nfds);        /* the child has its copies */
         return rc;
     }
-    pid = wf_fork();
+    pid = fork_child();
     if (pid == 0) {
         close(status_fd);
         become_child(srv, fds, nfds);

@@ -19,7 +19,7 @@ import warnings
 
 from . import core
 
-__all__ = ["ServerProcess", "ServerGone", "PreloadWarning",
+__all__ = ["ServerProcess", "ServerGone", "StartLost", "PreloadWarning",
            "server_for", "replace_dead", "forget_all"]
 
 # errnos that mean the server is gone rather than that a request was bad.
@@ -33,6 +33,10 @@ _REAP_TIMEOUT = 2.0
 
 class ServerGone(OSError):
     """The warmfork server died or hung up."""
+
+
+class StartLost(OSError):
+    """The child exited before it received its data: nothing ran."""
 
 
 class PreloadWarning(RuntimeWarning):
@@ -73,6 +77,7 @@ class ServerProcess:
         self.preload = tuple(preload)
         self.pool_size = pool_size
         self.pid = None
+        self._exit_code = None
         self.socket_path = None
         self._secret = None
         self.tracker_fd = -1      # children and the parent's tracker client
@@ -178,20 +183,30 @@ class ServerProcess:
             self._sock.close()
             self._sock = None
 
-    def _reap(self):
-        """Reap the server if it has exited (waiting briefly for a server
-        that is on its way out); return its exit code, or None."""
-        deadline = time.monotonic() + _REAP_TIMEOUT
-        while True:
+    def _reap(self, timeout=_REAP_TIMEOUT):
+        """Reap the server if it has exited (waiting up to ``timeout`` for
+        a server that is on its way out); return its exit code, or None
+        while it runs."""
+        deadline = time.monotonic() + timeout
+        while self._exit_code is None:
             try:
                 pid, status = os.waitpid(self.pid, os.WNOHANG)
             except ChildProcessError:
-                return "unknown"        # reaped by someone else
+                self._exit_code = "unknown"     # reaped by someone else
+                break
             if pid:
-                return os.waitstatus_to_exitcode(status)
-            if time.monotonic() > deadline:
-                return None
+                self._exit_code = os.waitstatus_to_exitcode(status)
+                break
+            if time.monotonic() >= deadline:
+                break
             time.sleep(0.001)
+        return self._exit_code
+
+    def is_dead(self, timeout=0.0):
+        """True if the server process has exited (or does within
+        ``timeout``: a dying process closes its fds before it is a
+        zombie)."""
+        return self._reap(timeout) is not None
 
     def start(self, fds, daemon=False):
         """Ask the server to start a child holding ``fds`` (by WF_FD_*

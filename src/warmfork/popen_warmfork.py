@@ -5,6 +5,7 @@ request on the persistent connection (a frame plus fds) instead of a new
 connection per start, and the sentinel is a pipe of our own whose write
 end the server holds and fills with the exit code.
 """
+import errno
 import io
 import os
 import struct
@@ -105,27 +106,56 @@ class Popen(popen_fork.Popen):
 
     def _launch(self, process_obj):
         buf = _pickle_start(process_obj, self)
-        server = getattr(_override, "server", None)
-        if server is not None:           # a warmfork.Server's: its owner
-            data_w = self._start_on(server, process_obj)  # decides, no swap
-        else:
-            server = default_server()
+        own_server = getattr(_override, "server", None)
+        for attempt in range(3):
+            server = own_server or default_server()
             try:
                 data_w = self._start_on(server, process_obj)
+                self._send_data(data_w, buf)
+                break
             except client.ServerGone:
                 # The request may have reached the dead server, and its
                 # child may hold the pipes of that try: they are closed
                 # now, so it reads EOF and exits without running anything.
-                # The retry has pipes of its own (exactly once).
-                server = replace_dead(server)
-                data_w = self._start_on(server, process_obj)
+                # A retry has pipes of its own (exactly once).  A
+                # warmfork.Server's owner decides: no swap behind its back.
+                if own_server is not None or attempt == 2:
+                    raise
+                replace_dead(server)
+            except client.StartLost as e:
+                # Nothing read the data, so nothing ran: safe to retry.
+                if own_server is not None:
+                    if own_server.is_dead(timeout=1.0):
+                        raise client.ServerGone(
+                            e.errno, "warmfork server (pid %s) is gone: %s"
+                            % (own_server.pid, e.strerror)) from None
+                    raise
+                if attempt == 2:
+                    raise
         # Keep a duplicate of the data pipe's write end: the child watches
         # it to tell whether its parent is alive (parent_process()).
         parent_w = os.dup(data_w)
+        os.close(data_w)
         self.finalizer = util.Finalize(self, util.close_fds,
                                        (parent_w, self.sentinel))
-        with open(data_w, "wb", closefd=True) as f:
-            f.write(buf.getbuffer())
+
+    def _send_data(self, data_w, buf):
+        """Write the pickle to the child.  EPIPE means the child exited
+        before it read a byte (or never got the pipe: its server died
+        between reply and hand-off): close this try's pipes and raise
+        StartLost, which a retry may follow."""
+        try:
+            view = memoryview(buf.getvalue())
+            while view:
+                view = view[os.write(data_w, view):]
+        except BrokenPipeError:
+            pid = self.pid
+            os.close(data_w)
+            os.close(self.sentinel)
+            self.pid = self.sentinel = None
+            raise client.StartLost(errno.EPIPE, "warmfork child %s exited "
+                                   "before it received its data; nothing "
+                                   "ran" % pid) from None
 
     def _start_on(self, server, process_obj):
         """One try: fresh pipes, one START.  Sets pid and sentinel and

@@ -106,6 +106,13 @@ def _stdin_from_devnull():
 def main(config_fd):
     """Run a warmfork server; the parent passes its config through a pipe."""
     config = _read_config(config_fd)
+    # The fds the parent passed crossed an exec, so they are inheritable:
+    # a preloaded module that runs a program (os.system at import time)
+    # must not hand it our listener, tracker ends, alive or ready pipe.
+    # wf_server_init sets the same flags, but only after the preload.
+    for name in ("listen_fd", "alive_fd", "tracker_fd", "tracker_client_fd",
+                 "ready_fd"):
+        os.set_inheritable(config[name], False)
     # As the stdlib's resource tracker: ^C in the terminal and a group
     # SIGTERM reach every process; the server stays until its holders are
     # gone, then unlinks what they leaked.  (The C core resets both in

@@ -34,8 +34,12 @@ def adopt(server, replacing=None):
     """Make ``server`` this process's resource tracker, if none runs yet,
     or if the one we adopted before was ``replacing`` (it died)."""
     with _tracker._lock:
+        # Let go of the dead server's channel, but only if it is still the
+        # one in use: a tracker the stdlib launched meanwhile holds names
+        # of live processes, and closing its fd would make it unlink them.
         if (_tracker._fd is not None and replacing is not None
-                and _adopted["server"] is replacing):
+                and _adopted["server"] is replacing
+                and _tracker._fd == _adopted["fd"]):
             os.close(_tracker._fd)
             _tracker._fd = None
         if _tracker._fd is None:
