@@ -289,6 +289,15 @@ def test_exactly_once_when_the_server_dies_during_a_start(
     out = start_with_server_killed(faultshim, path, api, pool_size,
                                    STEPS[pool_size][step])
     assert out["orphans"] == []
+    if (pool_size, step) == (2, "after-reply") and out["raised"] is None \
+            and out["exitcode"] == 255:
+        # The reply came, then the server died before the hand-off, and
+        # our data went into the pipe before its read end closed: that
+        # pid never runs (at most once) and reports 255.  (If the write
+        # found the read end closed, EPIPE, the start was retried or
+        # raised: the branches below.)
+        assert out["ran"] == []
+        return
     if (pool_size, step) in ((0, "after-reply"), (2, "after-handoff")):
         # The parent has the pid and the child its pipes: the child runs,
         # unsupervised; its exit code is unknowable, as under the stdlib.
