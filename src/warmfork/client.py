@@ -146,6 +146,15 @@ class ServerProcess:
 
     @staticmethod
     def _warn_about(ready):
+        if ready.get("main_starts_processes"):
+            # Every child would run __main__ again and fail the same way
+            # (spawn and forkserver children do, one after the other, for
+            # as long as a Pool replaces them): say it here, once.
+            raise RuntimeError(
+                "warmfork: the server ran the top-level code of __main__ "
+                "(as spawn children do) and it starts a process; put that "
+                "code under `if __name__ == '__main__':`.  In the server:"
+                "\n%s" % ready["main_starts_processes"])
         for module, error in ready["failures"]:
             warnings.warn("warmfork: preloading %r failed in the server: %s"
                           % (module, error), PreloadWarning, stacklevel=5)

@@ -12,7 +12,8 @@ import sys
 from multiprocessing import process, reduction, spawn, util
 
 __all__ = ["EXIT_FUNCTION_RUNS_AT_EXIT", "interpreter_flags", "run_main_as",
-           "child_main", "run_exit_function_at_exit", "run_child_atexit"]
+           "is_start_while_importing", "drop_own_semaphores", "child_main", "run_exit_function_at_exit",
+           "run_child_atexit"]
 
 # 3.13+ (gh-83856): Process._bootstrap no longer calls util._exit_function
 # (which flushes queues); popen_fork's children run it, and the child's own
@@ -42,6 +43,37 @@ def run_main_as(main_path, main_name):
             spawn._fixup_main_from_name(main_name)
     finally:
         del current._inheriting
+
+
+def is_start_while_importing(exc):
+    """True if ``exc`` is the RuntimeError of spawn._check_not_importing_main
+    (3.9+): code run as __mp_main__ tried to start a process."""
+    if not isinstance(exc, RuntimeError):
+        return False
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if (code.co_name == "_check_not_importing_main"
+                and code.co_filename == spawn.__file__):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def drop_own_semaphores():
+    """In the server at exit: cancel the finalizers of the semaphores this
+    process made (SemLock._cleanup with the name, 3.9+, in util's private
+    registry) and return their names.  The server's tracker unlinks them
+    with everything else; the finalizer would only fail to unlink again."""
+    from multiprocessing import synchronize
+    names = set()
+    for finalizer in list(util._finalizer_registry.values()):
+        callback = getattr(finalizer, "_callback", None)
+        args = getattr(finalizer, "_args", ())
+        if callback is synchronize.SemLock._cleanup and args:
+            names.add(args[0])
+            finalizer.cancel()
+    return names
 
 
 class ParentGone(Exception):
