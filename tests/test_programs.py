@@ -335,3 +335,40 @@ def test_daemonic_children_die_with_a_sigkilled_parent(tmp_path):
     # The server stays for its last child, then exits.
     assert wait_gone([pids["server"]], 10)
     proc.communicate(timeout=30)
+
+
+GET_ALL = '''
+    import multiprocessing as mp
+    from multiprocessing import *          # copies get_all_start_methods
+    import multiprocessing.context as c
+    print(mp.get_all_start_methods())
+    print(get_all_start_methods())
+    print(type(c._default_context).get_all_start_methods(c._default_context))
+    print(mp.get_context("warmfork").get_start_method())
+'''
+
+
+def test_name_is_listed_without_importing_warmfork(tmp_path):
+    # Issue 9, point 4: torch's DataLoader checks the name against
+    # get_all_start_methods().  warmfork.pth registers the method when
+    # multiprocessing loads; the stdlib's own list stays a prefix.
+    import sysconfig
+    if not os.path.exists(os.path.join(sysconfig.get_paths()["purelib"],
+                                       "warmfork.pth")):
+        pytest.skip("warmfork.pth comes with a regular install")
+    write(tmp_path, "names.py", GET_ALL)
+    out = run(["names.py"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    listed, star, stdlib, name = out.stdout.splitlines()
+    assert listed == star == repr(eval(stdlib) + ["warmfork"])
+    assert name == "warmfork"
+
+
+def test_name_is_listed_last():
+    import multiprocessing as mp
+    import warmfork  # noqa: F401
+    methods = mp.get_all_start_methods()
+    assert methods[-1] == "warmfork" and methods.count("warmfork") == 1
+    assert mp.get_all_start_methods() is not methods   # a fresh list
+    from multiprocessing import context
+    assert context._default_context.get_all_start_methods() == methods
