@@ -10,12 +10,14 @@ from .context import (DEFAULT_POOL_SIZE, DEFAULT_PRELOAD, WarmforkContext,
                       WarmforkProcess, get_context, set_pool_size,
                       set_preload)
 
-__all__ = ["get_context", "set_preload", "set_pool_size", "Server", "Handle",
+__all__ = ["get_context", "set_preload", "set_pool_size", "prestart",
+           "Server", "Handle",
            "WarmforkContext", "WarmforkProcess", "PreloadWarning",
            "DEFAULT_PRELOAD", "DEFAULT_POOL_SIZE"]
 __version__ = "0.1.0"
 
-_LAZY = {"Server": "api", "Handle": "api", "PreloadWarning": "client"}
+_LAZY = {"Server": "api", "Handle": "api", "PreloadWarning": "client",
+         "prestart": "popen_warmfork"}
 
 
 def __getattr__(name):

@@ -16,7 +16,7 @@ from multiprocessing.context import reduction, set_spawning_popen
 from . import child, client, context
 
 __all__ = ["Popen", "use_server", "warm_up_sample", "default_server",
-           "ensure_tracker"]
+           "ensure_tracker", "prestart"]
 
 _EXIT_CODE = struct.Struct("q")    # what the server writes: int64 exit code
 _override = threading.local()
@@ -62,6 +62,23 @@ def default_server():
     """The server of the "warmfork" context for the current settings."""
     return client.server_for(context.current_preload(),
                              context.current_pool_size(), warm_up_sample)
+
+
+def prestart():
+    """Start the "warmfork" context's server now and return at once.
+
+    The server preloads (``__main__`` by default, so the script's imports)
+    while the caller goes on; the first start waits for what is left.  It
+    uses the preload list and pool size set so far.  Does nothing while
+    this process is only running ``__main__`` for another one (in the
+    server, or in a child that re-runs it): a call at the top level of a
+    script does not start a server from the server.
+    """
+    from multiprocessing import process
+    if getattr(process.current_process(), "_inheriting", False):
+        return
+    client.prestart(context.current_preload(), context.current_pool_size(),
+                    warm_up_sample)
 
 
 def ensure_tracker():
