@@ -372,3 +372,45 @@ def test_name_is_listed_last():
     assert mp.get_all_start_methods() is not methods   # a fresh list
     from multiprocessing import context
     assert context._default_context.get_all_start_methods() == methods
+
+
+ENVIRON = '''
+    import os, sys
+    import multiprocessing as mp
+    import warmfork
+
+    def show(queue):
+        queue.put([os.environ.get("MASTER_PORT"), os.environ.get("GONE"),
+                   os.environ.get("SAME")])
+
+    if __name__ == "__main__":
+        os.environ["GONE"] = "here"
+        os.environ["SAME"] = "same"
+        for method in ("spawn", "warmfork"):
+            ctx = mp.get_context(method)
+            queue = ctx.Queue()
+            p = ctx.Process(target=show, args=(queue,))
+            p.start()                          # the server starts here
+            before = queue.get()
+            p.join()
+            os.environ["MASTER_PORT"] = "12355"     # torch DDP's recipe
+            del os.environ["GONE"]
+            p = ctx.Process(target=show, args=(queue,))
+            p.start()
+            print(method, before, queue.get())
+            p.join()
+            os.environ["GONE"] = "here"
+            del os.environ["MASTER_PORT"]
+'''
+
+
+def test_children_get_the_parents_environment_of_the_moment(tmp_path):
+    # Under spawn (and fork) a child inherits the parent's environment when
+    # it starts; warmfork's server was started earlier (at the first start,
+    # or by prestart()), so each start carries the changes since.
+    write(tmp_path, "environ.py", ENVIRON)
+    out = run(["environ.py"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    expected = "[None, 'here', 'same'] ['12355', None, 'same']"
+    assert lines == ["spawn " + expected, "warmfork " + expected]

@@ -75,6 +75,7 @@ class ServerProcess:
         self._alive_w = -1
         self._ready_r = -1        # open until the server said it is ready
         self._ready_chunks = []
+        self.environ = {}         # the environment the server inherited
         self._lock = threading.Lock()
         self._start_frame = core.new_frame(core.lib.WF_START)
         self._launch(warm_up)
@@ -113,6 +114,9 @@ class ServerProcess:
                           ready_fd=ready_w, secret=secret.hex(),
                           socket_path=socket_path)
             exe = spawn.get_executable()
+            # What the server, and so every child, inherits; a start sends
+            # the changes since (popen_warmfork._preparation_data).
+            self.environ = stdlib_compat.environ_snapshot()
             args = [exe] + stdlib_compat.interpreter_flags()
             args += ["-c", "from warmfork.server import main; main(%d)"
                      % config_r]

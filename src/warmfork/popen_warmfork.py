@@ -13,7 +13,7 @@ import threading
 from multiprocessing import popen_fork, spawn, util
 from multiprocessing.context import reduction, set_spawning_popen
 
-from . import child, client, context
+from . import child, client, context, stdlib_compat
 
 __all__ = ["Popen", "use_server", "warm_up_sample", "default_server",
            "ensure_tracker", "prestart"]
@@ -36,16 +36,25 @@ class use_server:
         _override.server = self.saved
 
 
-def _pickle_start(process_obj, popen):
-    """What a start sends the child: preparation data, process object."""
+def _dump(obj, popen):
     buf = io.BytesIO()
     set_spawning_popen(popen)           # the authkey may be pickled
     try:
-        reduction.dump(spawn.get_preparation_data(process_obj._name), buf)
-        reduction.dump(process_obj, buf)
+        reduction.dump(obj, buf)
     finally:
         set_spawning_popen(None)
     return buf
+
+
+def _dump_preparation(data, server, popen):
+    """Pickle spawn's preparation ``data``, with the changes the parent
+    made to its environment since ``server`` started: a spawn child
+    inherits the parent's environment of the moment, ours the server's."""
+    changes = stdlib_compat.environ_changes(server.environ)
+    if changes:
+        data = dict(data)
+        data[stdlib_compat.ENVIRON_KEY] = changes
+    return _dump(data, popen)
 
 
 def warm_up_sample():
@@ -53,7 +62,10 @@ def warm_up_sample():
     wait (child.warm_up): a process object of ours, no user code."""
     try:
         sample = context.WarmforkProcess(target=os.getpid, name="warm-up")
-        return _pickle_start(sample, Popen.__new__(Popen)).getvalue()
+        popen = Popen.__new__(Popen)
+        buf = _dump(spawn.get_preparation_data(sample._name), popen)
+        buf.write(_dump(sample, popen).getbuffer())
+        return buf.getvalue()
     except Exception:
         return b""                      # a nicety, never a failure
 
@@ -115,12 +127,17 @@ class Popen(popen_fork.Popen):
         return len(self._fds) - 1
 
     def _launch(self, process_obj):
-        buf = _pickle_start(process_obj, self)
+        # Refuses a start while __main__ is being imported, before a server
+        # is looked for; then the process object, before anything starts.
+        data = spawn.get_preparation_data(process_obj._name)
+        obj_buf = _dump(process_obj, self)
         server = getattr(_override, "server", None)
         if server is not None:           # a warmfork.Server's: its owner
+            buf = _dump_preparation(data, server, self)
             data_w = self._start_on(server, process_obj)  # decides, no swap
         else:
             server = default_server()
+            buf = _dump_preparation(data, server, self)
             try:
                 data_w = self._start_on(server, process_obj)
             except client.ServerGone:
@@ -137,6 +154,7 @@ class Popen(popen_fork.Popen):
                                        (parent_w, self.sentinel))
         with open(data_w, "wb", closefd=True) as f:
             f.write(buf.getbuffer())
+            f.write(obj_buf.getbuffer())
 
     def _start_on(self, server, process_obj):
         """One try: fresh pipes, one START.  Sets pid and sentinel and

@@ -12,7 +12,8 @@ import sys
 from multiprocessing import process, reduction, spawn, util
 
 __all__ = ["EXIT_FUNCTION_RUNS_AT_EXIT", "interpreter_flags", "run_main_as",
-           "is_start_while_importing", "drop_own_semaphores", "child_main", "run_exit_function_at_exit",
+           "is_start_while_importing", "drop_own_semaphores", "ENVIRON_KEY",
+           "environ_snapshot", "environ_changes", "child_main", "run_exit_function_at_exit",
            "run_child_atexit"]
 
 # 3.13+ (gh-83856): Process._bootstrap no longer calls util._exit_function
@@ -76,14 +77,47 @@ def drop_own_semaphores():
     return names
 
 
+# The key of the environment's changes in the preparation data (spawn's
+# prepare() ignores keys it does not know, 3.9-3.14).
+ENVIRON_KEY = "warmfork_environ"
+
+
+def environ_snapshot():
+    """The environment a process started now inherits, as os.environ's
+    private bytes dict (``_data`` on POSIX, 3.9+): compared in C, without
+    decoding, at every start."""
+    return dict(os.environ._data)
+
+
+def environ_changes(snapshot):
+    """What turns the environment ``snapshot`` into this process's current
+    one: ({name: value} to set, [name] to unset), bytes; None if nothing."""
+    data = os.environ._data
+    if data == snapshot:
+        return None
+    changed = {k: v for k, v in data.items() if snapshot.get(k) != v}
+    removed = [k for k in snapshot if k not in data]
+    return changed, removed
+
+
+def apply_environ_changes(changes):
+    """In a child: apply environ_changes() of its parent (os.environb also
+    calls putenv/unsetenv)."""
+    changed, removed = changes
+    for name in removed:
+        os.environb.pop(name, None)
+    os.environb.update(changed)
+
+
 class ParentGone(Exception):
     """The data pipe closed before a byte arrived: the start was abandoned
     (the parent died, or gave the start to another server)."""
 
 
 def child_main(data_fd, parent_sentinel):
-    """spawn._main (3.9-3.14), with one difference: a data pipe that is
-    empty at EOF raises ParentGone instead of a confusing EOFError."""
+    """spawn._main (3.9-3.14), with two differences: a data pipe that is
+    empty at EOF raises ParentGone instead of a confusing EOFError, and the
+    parent's changes to the environment are applied before prepare()."""
     with os.fdopen(data_fd, "rb", closefd=True) as from_parent:
         if not from_parent.peek(1):
             raise ParentGone()
@@ -91,6 +125,9 @@ def child_main(data_fd, parent_sentinel):
         current._inheriting = True
         try:
             preparation_data = reduction.pickle.load(from_parent)
+            changes = preparation_data.pop(ENVIRON_KEY, None)
+            if changes:
+                apply_environ_changes(changes)
             spawn.prepare(preparation_data)
             process_obj = reduction.pickle.load(from_parent)
         finally:
