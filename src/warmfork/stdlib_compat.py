@@ -13,8 +13,8 @@ from multiprocessing import process, reduction, spawn, util
 
 __all__ = ["EXIT_FUNCTION_RUNS_AT_EXIT", "interpreter_flags", "run_main_as",
            "is_start_while_importing", "drop_own_semaphores", "ENVIRON_KEY",
-           "environ_snapshot", "environ_changes", "child_main", "run_exit_function_at_exit",
-           "run_child_atexit"]
+           "environ_snapshot", "environ_changes", "apply_environ_changes",
+           "child_main", "run_exit_function_at_exit", "run_child_atexit"]
 
 # 3.13+ (gh-83856): Process._bootstrap no longer calls util._exit_function
 # (which flushes queues); popen_fork's children run it, and the child's own
