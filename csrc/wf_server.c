@@ -205,12 +205,22 @@ static void close_server_fds(struct wf_server *srv)
 
 /* In a new child: shed everything of the server's, and take back the
    default SIGTERM and SIGINT the server ignores (Process.terminate() must
-   work from the first instant; Python installs its own SIGINT handler). */
+   work from the first instant; Python installs its own SIGINT handler).
+   The server also blocks both: one sent between fork() and here (the
+   owner died, so the server terminates its daemonic children) stays
+   pending instead of being discarded as ignored, and is delivered when we
+   unblock it, after the default action is back. */
 static void leave_server(struct wf_server *srv)
 {
+    sigset_t set;
+
     close_server_fds(srv);
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
 }
 
 void wf_server_close(struct wf_server *srv)

@@ -414,3 +414,22 @@ def test_children_get_the_parents_environment_of_the_moment(tmp_path):
     lines = out.stdout.splitlines()
     expected = "[None, 'here', 'same'] ['12355', None, 'same']"
     assert lines == ["spawn " + expected, "warmfork " + expected]
+
+
+def test_terminate_right_after_start_is_never_lost():
+    # A child runs for a moment between fork() and the C core's reset of
+    # the SIGTERM the server ignores.  A SIGTERM sent then (terminate()
+    # right after start(), or the server's to a daemonic child whose owner
+    # just died) was discarded, and the child ran on: 26 of 40 here.
+    import warmfork
+    import helpers
+    with warmfork.Server(pool_size=0) as server:     # every start forks
+        codes = []
+        for _ in range(20):
+            handle = server.spawn(helpers.sleep, 30)
+            handle.terminate()
+            codes.append(handle.wait(10))
+            if codes[-1] is None:
+                handle.kill()
+                handle.wait(10)
+    assert codes == [-signal.SIGTERM] * 20

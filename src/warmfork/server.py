@@ -150,6 +150,11 @@ def main(config_fd):
     # each child it forks.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Blocked too: a child inherits both while it runs between fork() and
+    # the C core's reset, and Linux keeps a blocked signal pending even if
+    # ignored, so a SIGTERM sent in that window (to a daemonic child whose
+    # owner died) is delivered after the reset instead of being lost.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
 
     from . import core, stdlib_tracker
     from multiprocessing import process
