@@ -45,15 +45,15 @@ def test_clear_env_starts_empty(server):
     assert _call(server, opts, t.send_environ_all) == {"ONLY": "this"}
 
 
-def test_env_is_the_servers_unless_given(server, monkeypatch):
-    # A child's environment is the server's, taken when the server started:
-    # the parent's later changes reach it only through env=.
+def test_env_is_the_parents_of_the_moment(server, monkeypatch):
+    # As under spawn: the parent's environment when it spawns, not when the
+    # server started; env= overrides it.
     monkeypatch.setenv("WF_LATE", "parent")
     assert _call(server, None, t.send_environ, ["WF_LATE"]) == \
-        {"WF_LATE": None}
-    opts = warmfork.SpawnOptions(env={"WF_LATE": os.environ["WF_LATE"]})
-    assert _call(server, opts, t.send_environ, ["WF_LATE"]) == \
         {"WF_LATE": "parent"}
+    opts = warmfork.SpawnOptions(env={"WF_LATE": "option"})
+    assert _call(server, opts, t.send_environ, ["WF_LATE"]) == \
+        {"WF_LATE": "option"}
 
 
 def test_cwd_absolute_relative_and_missing(server, tmp_path, monkeypatch):

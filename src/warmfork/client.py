@@ -20,7 +20,7 @@ import warnings
 from . import core
 
 __all__ = ["ServerProcess", "ServerGone", "StartLost", "PreloadWarning",
-           "server_for", "replace_dead", "forget_all"]
+           "server_for", "prestart", "replace_dead", "forget_all"]
 
 # errnos that mean the server is gone rather than that a request was bad.
 _GONE_ERRNOS = {errno.EPIPE, errno.ECONNRESET, errno.ECONNREFUSED,
@@ -43,15 +43,6 @@ class PreloadWarning(RuntimeWarning):
     """The server's preload failed, or left threads running."""
 
 
-def _read_all(fd):
-    chunks = []
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-
-
 def _parent_config():
     """What the server needs of the parent to run its __main__ as a spawn
     child would: where __main__ comes from, sys.path, sys.argv, cwd."""
@@ -71,9 +62,13 @@ def _tracker_channel():
 
 
 class ServerProcess:
-    """A running warmfork server and this process's connection to it."""
+    """A running warmfork server and this process's connection to it.
 
-    def __init__(self, preload=(), pool_size=0, warm_up=b""):
+    ``wait=False`` launches the server and returns at once, while it
+    preloads; ``wait_ready()`` (called by ``start()``) then waits for it.
+    """
+
+    def __init__(self, preload=(), pool_size=0, warm_up=b"", wait=True):
         self.preload = tuple(preload)
         self.pool_size = pool_size
         self.pid = None
@@ -83,9 +78,20 @@ class ServerProcess:
         self.tracker_fd = -1      # children and the parent's tracker client
         self._sock = None
         self._alive_w = -1
+        self._ready_r = -1        # open until the server said it is ready
+        self._ready_chunks = []
+        self.environ = {}         # the environment the server inherited
         self._lock = threading.Lock()
         self._start_frame = core.new_frame(core.lib.WF_START)
         self._launch(warm_up)
+        if wait:
+            self.wait_ready()
+
+    @property
+    def pending(self):
+        """True while the server preloads and wait_ready() has not seen
+        its answer."""
+        return self._ready_r >= 0
 
     def _launch(self, warm_up):
         from multiprocessing import spawn, util
@@ -113,6 +119,9 @@ class ServerProcess:
                           ready_fd=ready_w, secret=secret.hex(),
                           socket_path=socket_path)
             exe = spawn.get_executable()
+            # What the server, and so every child, inherits; a start sends
+            # the changes since (popen_warmfork._preparation_data).
+            self.environ = stdlib_compat.environ_snapshot()
             args = [exe] + stdlib_compat.interpreter_flags()
             args += ["-c", "from warmfork.server import main; main(%d)"
                      % config_r]
@@ -125,22 +134,16 @@ class ServerProcess:
             os.write(config_w, json.dumps(config).encode())
             os.close(config_w)
             to_close.remove(config_w)
-            ready = _read_all(ready_r)
-            if not ready:
-                self._reap()
-                raise RuntimeError("the warmfork server (pid %s) exited "
-                                   "while starting; its stderr says why"
-                                   % self.pid)
-            self._warn_about(json.loads(ready.decode()))
+            # The server preloads now; wait_ready() reads its answer.
+            self._ready_r = ready_r
+            to_close.remove(ready_r)
             self.socket_path, self._secret = socket_path, secret
-            self._connect()
             self.tracker_fd, tracker_w = tracker_w, -1
             to_close.remove(self.tracker_fd)
             self._alive_w, alive_w = alive_w, -1
         except BaseException:
             if alive_w >= 0:
                 os.close(alive_w)     # a server that did start now exits
-            self._drop_connection()
             from .server import remove_socket
             remove_socket(socket_path)
             raise
@@ -149,8 +152,50 @@ class ServerProcess:
                 os.close(fd)
             listener.close()
 
+    def wait_ready(self):
+        """Wait until the server has preloaded and connect to it (once).
+
+        Raises RuntimeError if it died while starting, or if the parent's
+        __main__, run in the server, starts a process; the server is then
+        closed and its socket directory removed.  Interruptible: a Ctrl-C
+        leaves the server pending, and the next call waits on.
+        """
+        if self._ready_r < 0:
+            return
+        while True:
+            chunk = os.read(self._ready_r, 65536)
+            if not chunk:
+                break
+            self._ready_chunks.append(chunk)
+        os.close(self._ready_r)
+        self._ready_r = -1
+        ready = b"".join(self._ready_chunks)
+        self._ready_chunks = []
+        try:
+            if not ready:
+                self._reap()
+                raise RuntimeError("the warmfork server (pid %s) exited "
+                                   "while starting; its stderr says why"
+                                   % self.pid)
+            self._warn_about(json.loads(ready.decode()))
+            self._connect()
+        except BaseException:
+            self.close()
+            from .server import remove_socket
+            remove_socket(self.socket_path)
+            raise
+
     @staticmethod
     def _warn_about(ready):
+        if ready.get("main_starts_processes"):
+            # Every child would run __main__ again and fail the same way
+            # (spawn and forkserver children do, one after the other, for
+            # as long as a Pool replaces them): say it here, once.
+            raise RuntimeError(
+                "warmfork: the server ran the top-level code of __main__ "
+                "(as spawn children do) and it starts a process; put that "
+                "code under `if __name__ == '__main__':`.  In the server:"
+                "\n%s" % ready["main_starts_processes"])
         for module, error in ready["failures"]:
             warnings.warn("warmfork: preloading %r failed in the server: %s"
                           % (module, error), PreloadWarning, stacklevel=5)
@@ -216,6 +261,7 @@ class ServerProcess:
         with self._lock:
             if self._secret is None:
                 raise ServerGone(errno.ENOTCONN, "warmfork server is closed")
+            self.wait_ready()
             frame = self._start_frame
             frame.nfds = len(fds)
             frame.arg = core.lib.WF_START_DAEMON if daemon else 0
@@ -250,7 +296,7 @@ class ServerProcess:
         with self._lock:
             self._drop_connection()
             self._secret = None
-            for name in ("_alive_w", "tracker_fd"):
+            for name in ("_alive_w", "tracker_fd", "_ready_r"):
                 fd = getattr(self, name)
                 setattr(self, name, -1)
                 if fd >= 0:
@@ -277,10 +323,31 @@ def server_for(preload, pool_size, warm_up, replacing=None):
     with _servers_lock:
         server = _servers.get(key)
         if server is None:
-            server = _servers[key] = ServerProcess(key, pool_size, warm_up())
+            server = _servers[key] = ServerProcess(key, pool_size, warm_up(),
+                                                   wait=False)
+        if server.pending:
+            # Started here or by prestart(): it becomes this process's
+            # tracker once it is ready.
+            try:
+                server.wait_ready()
+            except BaseException:
+                if server._secret is None:      # it failed: forget it
+                    del _servers[key]
+                raise
             from . import stdlib_tracker
             stdlib_tracker.adopt(server, replacing)
         return server
+
+
+def prestart(preload, pool_size, warm_up):
+    """Launch the server for this preload set, if none runs, and return at
+    once: it preloads while the caller goes on.  The first start (or
+    Lock) waits for it to be ready."""
+    key = tuple(preload)
+    with _servers_lock:
+        if key not in _servers:
+            _servers[key] = ServerProcess(key, pool_size, warm_up(),
+                                          wait=False)
 
 
 def replace_dead(server, warm_up, warn=True):

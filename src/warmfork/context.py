@@ -3,7 +3,8 @@
 Shaped after the stdlib's ForkServerContext/ForkServerProcess and loky's
 LokyContext.  Registering puts one entry in multiprocessing's table of
 concrete contexts, so multiprocessing.get_context("warmfork") and
-set_start_method("warmfork") work like the stdlib's own methods.
+set_start_method("warmfork") work like the stdlib's own methods, and adds
+"warmfork" to multiprocessing.get_all_start_methods().
 """
 import threading
 from typing import Iterable, Tuple
@@ -133,7 +134,36 @@ def _register():
     if not isinstance(ctx, WarmforkContext):
         # So that multiprocessing.get_context("warmfork") finds us.
         ctx = _mp_context._concrete_contexts["warmfork"] = WarmforkContext()
+    from multiprocessing import reduction
+    if reduction.HAVE_SEND_HANDLE:
+        _list_in_all_start_methods()
     return ctx
+
+
+def _list_in_all_start_methods():
+    """Make multiprocessing.get_all_start_methods() name "warmfork", last.
+
+    Libraries check a method's name against that list (torch's DataLoader
+    does), and the stdlib's is hard-coded in DefaultContext (3.9-3.14).
+    The module-level function is a bound method copied when multiprocessing
+    is imported (and again by ``from multiprocessing import *``), so both it
+    and the default context's attribute are replaced.  The .pth hook runs
+    this right after multiprocessing loads, before anyone copies it.
+    (Kept here, not in stdlib_compat, so that registration imports nothing
+    more.)
+    """
+    import multiprocessing
+    default = _mp_context._default_context
+    stdlib = type(default).get_all_start_methods
+
+    def get_all_start_methods():
+        methods = stdlib(default)
+        if "warmfork" not in methods:
+            methods.append("warmfork")
+        return methods
+    get_all_start_methods.__doc__ = stdlib.__doc__
+    default.get_all_start_methods = get_all_start_methods
+    multiprocessing.get_all_start_methods = get_all_start_methods
 
 
 _context = _register()

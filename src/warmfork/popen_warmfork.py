@@ -15,10 +15,10 @@ from multiprocessing import popen_fork, spawn, util
 from multiprocessing import reduction
 from multiprocessing.context import set_spawning_popen
 
-from . import child, client, context
+from . import child, client, context, stdlib_compat
 
 __all__ = ["Popen", "use_server", "warm_up_sample", "default_server",
-           "replace_dead", "ensure_tracker"]
+           "replace_dead", "ensure_tracker", "prestart"]
 
 _EXIT_CODE = struct.Struct("q")    # what the server writes: int64 exit code
 _override = threading.local()
@@ -38,16 +38,25 @@ class use_server:
         _override.server = self.saved
 
 
-def _pickle_start(process_obj, popen):
-    """What a start sends the child: preparation data, process object."""
+def _dump(obj, popen):
     buf = io.BytesIO()
     set_spawning_popen(popen)           # the authkey may be pickled
     try:
-        reduction.dump(spawn.get_preparation_data(process_obj._name), buf)
-        reduction.dump(process_obj, buf)
+        reduction.dump(obj, buf)
     finally:
         set_spawning_popen(None)
     return buf
+
+
+def _dump_preparation(data, server, popen):
+    """Pickle spawn's preparation ``data``, with the changes the parent
+    made to its environment since ``server`` started: a spawn child
+    inherits the parent's environment of the moment, ours the server's."""
+    changes = stdlib_compat.environ_changes(server.environ)
+    if changes:
+        data = dict(data)
+        data[stdlib_compat.ENVIRON_KEY] = changes
+    return _dump(data, popen)
 
 
 def warm_up_sample():
@@ -55,7 +64,10 @@ def warm_up_sample():
     wait (child.warm_up): a process object of ours, no user code."""
     try:
         sample = context.WarmforkProcess(target=os.getpid, name="warm-up")
-        return _pickle_start(sample, Popen.__new__(Popen)).getvalue()
+        popen = Popen.__new__(Popen)
+        buf = _dump(spawn.get_preparation_data(sample._name), popen)
+        buf.write(_dump(sample, popen).getbuffer())
+        return buf.getvalue()
     except Exception:
         return b""                      # a nicety, never a failure
 
@@ -69,6 +81,23 @@ def default_server():
 def replace_dead(server, warn=True):
     """Replace a dead server of the "warmfork" context."""
     return client.replace_dead(server, warm_up_sample, warn)
+
+
+def prestart():
+    """Start the "warmfork" context's server now and return at once.
+
+    The server preloads (``__main__`` by default, so the script's imports)
+    while the caller goes on; the first start waits for what is left.  It
+    uses the preload list and pool size set so far.  Does nothing while
+    this process is only running ``__main__`` for another one (in the
+    server, or in a child that re-runs it): a call at the top level of a
+    script does not start a server from the server.
+    """
+    from multiprocessing import process
+    if getattr(process.current_process(), "_inheriting", False):
+        return
+    client.prestart(context.current_preload(), context.current_pool_size(),
+                    warm_up_sample)
 
 
 def ensure_tracker():
@@ -105,11 +134,16 @@ class Popen(popen_fork.Popen):
         return len(self._fds) - 1
 
     def _launch(self, process_obj):
-        buf = _pickle_start(process_obj, self)
+        # Refuses a start while __main__ is being imported, before a server
+        # is looked for; then the process object, before anything starts.
+        data = spawn.get_preparation_data(process_obj._name)
+        obj = _dump(process_obj, self).getvalue()
         own_server = getattr(_override, "server", None)
         for attempt in range(3):
             server = own_server or default_server()
             try:
+                buf = _dump_preparation(data, server, self)
+                buf.write(obj)
                 data_w = self._start_on(server, process_obj)
                 self._send_data(data_w, buf)
                 break

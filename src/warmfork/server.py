@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 import warnings
 
 __all__ = ["main", "remove_socket"]
@@ -70,11 +71,13 @@ def _as_the_parent(config):
 
 
 def _preload(config):
-    """Import the preload modules; return [(module, error text), ...]."""
+    """Import the preload modules.  Return [(module, error text), ...] and,
+    if __main__'s top-level code starts a process, its traceback."""
     from . import stdlib_compat
 
     _as_the_parent(config)
     failures = []
+    starts_processes = None
     for name in config["preload"]:
         try:
             if name == "__main__":
@@ -84,9 +87,47 @@ def _preload(config):
                 __import__(name)
         except BaseException as e:   # SystemExit from a script counts too
             failures.append((name, "%s: %s" % (type(e).__name__, e)))
+            if name == "__main__" and stdlib_compat.is_start_while_importing(
+                    e):
+                starts_processes = "".join(traceback.format_exception(
+                    type(e), e, e.__traceback__))
     for name in CHILD_IMPORTS:
         __import__(name)
-    return failures
+    return failures, starts_processes
+
+
+# fcntl.F_SETPIPE_SZ (Linux 2.6.35; the name is in fcntl from 3.10).
+F_SETPIPE_SZ = 1031
+# The tracker pipe's size while the preload runs: one page per record in
+# packet mode, and the stdlib client writes two records (a PROBE, then the
+# REGISTER) per name, so 1 MB holds 128 names.
+PRELOAD_PIPE_SIZE = 1 << 20
+
+
+def _tracker_fd_for_preload(tracker_client_fd):
+    """The tracker channel for names the preload creates (a Lock at the top
+    of __main__): a nonblocking description of the same packet-mode pipe.
+    Nobody reads it before the loop runs: a preload that registers more
+    than the pipe holds fails the stdlib client's probe (it then warns and
+    starts a tracker of its own) instead of hanging the server.  None if
+    /proc cannot reopen it."""
+    import fcntl
+    try:
+        fd = os.open("/proc/self/fd/%d" % tracker_client_fd,
+                     os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL,
+                    fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_DIRECT)
+    except OSError:
+        os.close(fd)                # records could merge: do without
+        return None
+    try:
+        fcntl.fcntl(fd, F_SETPIPE_SZ, PRELOAD_PIPE_SIZE)
+    except OSError:
+        pass                        # over the user's pipe limits: 16 pages
+    return fd
 
 
 def _other_threads():
@@ -121,8 +162,17 @@ def main(config_fd):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     from . import core, stdlib_tracker
+    from multiprocessing import process
 
-    failures = _preload(config)
+    # While __main__ runs here, the server is not the main process: the
+    # `current_process().name == "MainProcess"` guard skips as in a spawn
+    # child, and a Lock at its top level registers with our own tracker
+    # (no second server, no stdlib tracker process).
+    process.current_process().name = "WarmforkServer"
+    preload_fd = _tracker_fd_for_preload(config["tracker_client_fd"])
+    if preload_fd is not None:
+        stdlib_tracker.use_in_child(preload_fd)
+    failures, starts_processes = _preload(config)
     threads = _other_threads()
     # Children inherit this and talk to our tracker with the stdlib client.
     stdlib_tracker.use_in_child(config["tracker_client_fd"])
@@ -146,9 +196,13 @@ def main(config_fd):
     core.ffi.memmove(srv.secret, secret, len(secret))
     core.check(core.lib.wf_server_init(srv))
 
-    with open(config["ready_fd"], "wb") as ready:
-        ready.write(json.dumps({"pid": os.getpid(), "failures": failures,
-                                "threads": threads}).encode())
+    try:
+        with open(config["ready_fd"], "wb") as ready:
+            ready.write(json.dumps({
+                "pid": os.getpid(), "failures": failures, "threads": threads,
+                "main_starts_processes": starts_processes}).encode())
+    except BrokenPipeError:
+        pass    # the parent is gone or gave up on us: serve until its EOF
     _serve(srv, core, config)
 
 
@@ -172,7 +226,11 @@ def _serve(srv, core, config):
             _report("warmfork server: " + core.ffi.string(srv.notice).decode(
                 "utf-8", "replace"))
         elif event == lib.WF_EV_EXIT:
-            _unlink_leftovers(srv, core)
+            from . import stdlib_compat
+            # Semaphores the preload made (a Lock at the top of __main__)
+            # belong to the server and its children, all gone now: unlinked
+            # with the rest, not reported as leaks.
+            _unlink_leftovers(srv, core, stdlib_compat.drop_own_semaphores())
             lib.wf_server_close(srv)
             remove_socket(config["socket_path"])
             sys.exit(0)
@@ -202,8 +260,9 @@ def remove_socket(socket_path):
             pass
 
 
-def _unlink_leftovers(srv, core):
-    """Unlink names nobody unregistered, and say so (as the stdlib does)."""
+def _unlink_leftovers(srv, core, own=()):
+    """Unlink names nobody unregistered, and say so (as the stdlib does),
+    but for the server's ``own`` names."""
     lib, ffi = core.lib, core.ffi
     kinds = {lib.WF_KIND_SEMAPHORE: "semaphore",
              lib.WF_KIND_SHARED_MEMORY: "shared_memory",
@@ -213,6 +272,8 @@ def _unlink_leftovers(srv, core):
     for i in range(count):
         entry = srv.tracked[i]
         name = ffi.string(entry.name).decode("ascii", "replace")
+        if name in own and not entry.unlink_errno:
+            continue
         leaked.setdefault(kinds[entry.kind], []).append(
             (name, entry.unlink_errno))
     for kind, entries in leaked.items():

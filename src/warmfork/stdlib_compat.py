@@ -12,6 +12,8 @@ import sys
 from multiprocessing import process, reduction, spawn, util
 
 __all__ = ["EXIT_FUNCTION_RUNS_AT_EXIT", "interpreter_flags", "run_main_as",
+           "is_start_while_importing", "drop_own_semaphores", "ENVIRON_KEY",
+           "environ_snapshot", "environ_changes", "apply_environ_changes",
            "child_main", "run_exit_function_at_exit", "run_child_atexit"]
 
 # 3.13+ (gh-83856): Process._bootstrap no longer calls util._exit_function
@@ -44,14 +46,78 @@ def run_main_as(main_path, main_name):
         del current._inheriting
 
 
+def is_start_while_importing(exc):
+    """True if ``exc`` is the RuntimeError of spawn._check_not_importing_main
+    (3.9+): code run as __mp_main__ tried to start a process."""
+    if not isinstance(exc, RuntimeError):
+        return False
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if (code.co_name == "_check_not_importing_main"
+                and code.co_filename == spawn.__file__):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def drop_own_semaphores():
+    """In the server at exit: cancel the finalizers of the semaphores this
+    process made (SemLock._cleanup with the name, 3.9+, in util's private
+    registry) and return their names.  The server's tracker unlinks them
+    with everything else; the finalizer would only fail to unlink again."""
+    from multiprocessing import synchronize
+    names = set()
+    for finalizer in list(util._finalizer_registry.values()):
+        callback = getattr(finalizer, "_callback", None)
+        args = getattr(finalizer, "_args", ())
+        if callback is synchronize.SemLock._cleanup and args:
+            names.add(args[0])
+            finalizer.cancel()
+    return names
+
+
+# The key of the environment's changes in the preparation data (spawn's
+# prepare() ignores keys it does not know, 3.9-3.14).
+ENVIRON_KEY = "warmfork_environ"
+
+
+def environ_snapshot():
+    """The environment a process started now inherits, as os.environ's
+    private bytes dict (``_data`` on POSIX, 3.9+): compared in C, without
+    decoding, at every start."""
+    return dict(os.environ._data)
+
+
+def environ_changes(snapshot):
+    """What turns the environment ``snapshot`` into this process's current
+    one: ({name: value} to set, [name] to unset), bytes; None if nothing."""
+    data = os.environ._data
+    if data == snapshot:
+        return None
+    changed = {k: v for k, v in data.items() if snapshot.get(k) != v}
+    removed = [k for k in snapshot if k not in data]
+    return changed, removed
+
+
+def apply_environ_changes(changes):
+    """In a child: apply environ_changes() of its parent (os.environb also
+    calls putenv/unsetenv)."""
+    changed, removed = changes
+    for name in removed:
+        os.environb.pop(name, None)
+    os.environb.update(changed)
+
+
 class ParentGone(Exception):
     """The data pipe closed before a byte arrived: the start was abandoned
     (the parent died, or gave the start to another server)."""
 
 
 def child_main(data_fd, parent_sentinel, before_bootstrap=None):
-    """spawn._main (3.9-3.14), with two differences: a data pipe that is
-    empty at EOF raises ParentGone instead of a confusing EOFError, and
+    """spawn._main (3.9-3.14), with three differences: a data pipe that is
+    empty at EOF raises ParentGone instead of a confusing EOFError, the
+    parent's changes to the environment are applied before prepare(), and
     ``before_bootstrap(process_obj)`` is called once it is unpickled."""
     with os.fdopen(data_fd, "rb", closefd=True) as from_parent:
         if not from_parent.peek(1):
@@ -60,6 +126,9 @@ def child_main(data_fd, parent_sentinel, before_bootstrap=None):
         current._inheriting = True
         try:
             preparation_data = reduction.pickle.load(from_parent)
+            changes = preparation_data.pop(ENVIRON_KEY, None)
+            if changes:
+                apply_environ_changes(changes)
             spawn.prepare(preparation_data)
             process_obj = reduction.pickle.load(from_parent)
         finally:
