@@ -383,6 +383,11 @@ int wf_idle_wait(struct wf_server *srv)
        would take the CPU from the server (the wake-up preempts it) before
        it has even replied to the parent: measured, 1 ms per start. */
     struct pollfd data = { srv->child_fds[WF_FD_DATA], POLLIN, 0 };
+    /* A data fd we cannot read (a client sent a write end) would never be
+       readable: let Python fail on it, as it does in a forked child. */
+    int mode = fcntl(data.fd, F_GETFL);
+    if (mode < 0 || (mode & O_ACCMODE) == O_WRONLY)
+        return WF_EV_CHILD;
     while (poll(&data, 1, -1) < 0 && errno == EINTR)
         ;
     return WF_EV_CHILD;
