@@ -5,17 +5,19 @@
 #
 #   csrc/fuzz/run.sh SECONDS
 #
-# The corpus grows in $FUZZ_WORK (default csrc/fuzz/out/corpus-TARGET), so
-# later runs start where earlier ones stopped; seeds/TARGET stays as
-# committed.  A crashing input is saved as $FUZZ_WORK/crash-TARGET-*:
-# add it to seeds/TARGET once fixed.  Replay one: out/fuzz_TARGET FILE
+# Binaries, logs and the growing corpus go to $FUZZ_WORK (default
+# csrc/fuzz/out), so later runs start where earlier ones stopped;
+# seeds/TARGET stays as committed.  A failing input is saved as
+# $FUZZ_WORK/TARGET-{crash,leak,timeout,oom}-*: add it to seeds/TARGET
+# once fixed.
+# Replay one: $FUZZ_WORK/fuzz_TARGET FILE
 set -euo pipefail
 seconds=${1:?usage: run.sh SECONDS}
 here=$(cd "$(dirname "$0")" && pwd)
+work=$(realpath -m "${FUZZ_WORK:-$here/out}")    # before the cd
 cd "$here"
-work=${FUZZ_WORK:-$here/out}
 
-make -s
+make -s OUT="$work"
 failed=()
 for target in frame tracker; do
     corpus="$work/corpus-$target"
@@ -25,9 +27,9 @@ for target in frame tracker; do
     echo "=== fuzz_$target for ${seconds}s ==="
     # -timeout: one input taking 10 s is a hang.  The corpus dir comes
     # first so new inputs go there, not into seeds/.
-    if ! ./out/fuzz_$target -max_total_time="$seconds" -timeout=10 \
+    if ! "$work/fuzz_$target" -max_total_time="$seconds" -timeout=10 \
             -max_len=$max_len -dict=$target.dict -print_final_stats=1 \
-            -artifact_prefix="$work/crash-$target-" \
+            -artifact_prefix="$work/$target-" \
             "$corpus" "seeds/$target" 2>"$work/fuzz_$target.log"; then
         failed+=("$target")
         tail -n 40 "$work/fuzz_$target.log"
@@ -37,7 +39,7 @@ for target in frame tracker; do
 done
 
 if [ ${#failed[@]} -ne 0 ]; then
-    echo "FUZZ FAILED: ${failed[*]} (inputs: $work/crash-*)"
+    echo "FUZZ FAILED: ${failed[*]} (inputs: $work/*-{crash,leak,timeout,oom}-*)"
     exit 1
 fi
 echo "fuzzing: no findings"
