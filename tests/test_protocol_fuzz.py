@@ -398,3 +398,71 @@ def test_random_conversations_leave_the_server_whole(servers, conversation):
         for r in probes:
             os.close(r)
 
+
+# --- what the fuzzing found ----------------------------------------------
+
+def _children_of(pid):
+    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+        return [int(p) for p in f.read().split()]
+
+
+def test_idle_child_with_unreadable_data_fd_fails_as_a_forked_one_does():
+    # Found while writing this module: with a pipe's write end as its data
+    # fd (read end still open), an idle child polled for POLLIN forever,
+    # where a forked child reads, gets EBADF and exits 1 at once; the pool
+    # promises the same semantics (fixed in df66442).  Retried until the
+    # start is really handed off (its pid is an idle child's): a child
+    # still warming up is passed over for a fork.
+    srv = client.ServerProcess((), pool_size=1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    fresh = FreshClient(srv)
+    pid, ran, status_r, opened = None, False, -1, []
+    try:
+        deadline = time.monotonic() + SETTLE
+        while time.monotonic() < deadline:
+            idle = _children_of(srv.pid)
+            r, w = os.pipe()
+            status_r, status_w = os.pipe()
+            opened += [r, w, status_r]
+            fds = [devnull] * lib.WF_FD_INHERITED
+            fds[lib.WF_FD_STATUS] = status_w
+            fds[lib.WF_FD_DATA] = w         # a write end: never readable
+            try:
+                pid = fresh.start(fds)
+            finally:
+                os.close(status_w)
+            ran = bool(select.select([status_r], [], [], 3)[0])
+            if pid in idle:
+                break
+            assert ran, "forked child %d never ran" % pid
+            time.sleep(0.05)
+        else:
+            pytest.fail("no start was handed to an idle child")
+        assert ran, "idle child %d never ran" % pid
+        assert os.read(status_r, 8) == struct.pack("q", 1)
+    finally:
+        if pid and not ran:
+            os.kill(pid, signal.SIGKILL)    # it would wait forever
+        for fd in opened + [devnull]:
+            os.close(fd)
+        fresh.close()
+        srv.close()
+
+
+def test_empty_tracker_write_does_not_close_the_channel():
+    # Found while fuzzing c836cf1, where the channel was a SOCK_SEQPACKET
+    # socket: an empty record read as EOF, and the server closed the
+    # channel under every live holder (DESIGN.md 6b: no bytes may fake the
+    # holders' end).  The packet-mode pipe of 00cff75 ended that; this
+    # keeps it so.
+    srv = client.ServerProcess((), pool_size=0)
+    fd = os.dup(srv.tracker_fd)
+    try:
+        os.write(fd, b"")
+        # One start: the server has polled the tracker channel since.
+        assert fresh_client_starts_a_child(srv) == 0
+        os.write(fd, b"REGISTER:/wf-fuzz-empty-write:dummy\n")
+        os.write(fd, b"UNREGISTER:/wf-fuzz-empty-write:dummy\n")
+    finally:
+        os.close(fd)
+        srv.close()
