@@ -15,7 +15,7 @@ from multiprocessing import popen_fork, spawn, util
 from multiprocessing import reduction
 from multiprocessing.context import set_spawning_popen
 
-from . import child, client, context, stdlib_compat
+from . import buffers, child, client, context, stdlib_compat
 
 __all__ = ["Popen", "use_server", "warm_up_sample", "default_server",
            "replace_dead", "ensure_tracker", "prestart"]
@@ -46,6 +46,17 @@ def _dump(obj, popen):
     finally:
         set_spawning_popen(None)
     return buf
+
+
+def _dump_process(process_obj, popen):
+    """Pickle the process object; its big buffers go as memfds, with their
+    table before it (buffers.py).  Returns (bytes, what must stay open
+    until the START is sent)."""
+    set_spawning_popen(popen)           # the authkey may be pickled
+    try:
+        return buffers.dump(process_obj, popen)
+    finally:
+        set_spawning_popen(None)
 
 
 def _dump_preparation(data, server, popen):
@@ -137,7 +148,8 @@ class Popen(popen_fork.Popen):
         # Refuses a start while __main__ is being imported, before a server
         # is looked for; then the process object, before anything starts.
         data = spawn.get_preparation_data(process_obj._name)
-        obj = _dump(process_obj, self).getvalue()
+        # held: memfds of big buffers, open until the START has gone.
+        obj, held = _dump_process(process_obj, self)
         own_server = getattr(_override, "server", None)
         for attempt in range(3):
             server = own_server or default_server()
@@ -166,6 +178,7 @@ class Popen(popen_fork.Popen):
                     raise
                 if attempt == 2:
                     raise
+        del held
         # Keep a duplicate of the data pipe's write end: the child watches
         # it to tell whether its parent is alive (parent_process()).
         parent_w = os.dup(data_w)

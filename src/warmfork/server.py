@@ -25,9 +25,9 @@ import warnings
 __all__ = ["main", "remove_socket"]
 
 # What nearly every child unpickles (Connection, Queue, our process class
-# and DupFd): imported once, here, not in every child.
+# and DupFd, what maps big buffers): imported once, here, not in every child.
 CHILD_IMPORTS = ("multiprocessing.connection", "multiprocessing.queues",
-                 "warmfork.context", "warmfork.child")
+                 "warmfork.context", "warmfork.child", "warmfork.buffers")
 
 # Back-off after a transient error in the loop (csrc/wf_server.c).
 RETRY_MIN_MS = 10

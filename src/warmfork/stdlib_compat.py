@@ -14,7 +14,8 @@ from multiprocessing import process, reduction, spawn, util
 __all__ = ["EXIT_FUNCTION_RUNS_AT_EXIT", "interpreter_flags", "run_main_as",
            "is_start_while_importing", "drop_own_semaphores", "ENVIRON_KEY",
            "environ_snapshot", "environ_changes", "apply_environ_changes",
-           "child_main", "run_exit_function_at_exit", "run_child_atexit"]
+           "child_main", "run_exit_function_at_exit", "run_child_atexit",
+           "forking_dispatch_table"]
 
 # 3.13+ (gh-83856): Process._bootstrap no longer calls util._exit_function
 # (which flushes queues); popen_fork's children run it, and the child's own
@@ -115,9 +116,11 @@ class ParentGone(Exception):
 
 
 def child_main(data_fd, parent_sentinel, before_bootstrap=None):
-    """spawn._main (3.9-3.14), with three differences: a data pipe that is
+    """spawn._main (3.9-3.14), with four differences: a data pipe that is
     empty at EOF raises ParentGone instead of a confusing EOFError, the
-    parent's changes to the environment are applied before prepare(), and
+    parent's changes to the environment are applied before prepare(),
+    the process object may be preceded by a table of its big buffers,
+    which then come as memfds (buffers.py), and
     ``before_bootstrap(process_obj)`` is called once it is unpickled."""
     with os.fdopen(data_fd, "rb", closefd=True) as from_parent:
         if not from_parent.peek(1):
@@ -131,11 +134,30 @@ def child_main(data_fd, parent_sentinel, before_bootstrap=None):
                 apply_environ_changes(changes)
             spawn.prepare(preparation_data)
             process_obj = reduction.pickle.load(from_parent)
+            if type(process_obj) is tuple:      # a table of big buffers
+                from . import buffers
+                process_obj = reduction.pickle.load(
+                    from_parent, buffers=buffers.receive(process_obj))
         finally:
             del current._inheriting
     if before_bootstrap is not None:
         before_bootstrap(process_obj)
     return process_obj._bootstrap(parent_sentinel)
+
+
+def forking_dispatch_table():
+    """The reducers a ForkingPickler installs (its __init__, 3.9-3.14):
+    copyreg's table and those given to ForkingPickler.register.  For a
+    pickler that needs a buffer_callback, which ForkingPickler's __init__
+    does not pass on before 3.14."""
+    cls = reduction.ForkingPickler
+    try:
+        table = cls._copyreg_dispatch_table.copy()
+        table.update(cls._extra_reducers)
+    except AttributeError:              # renamed: ask an instance
+        import io
+        table = cls(io.BytesIO()).dispatch_table
+    return table
 
 
 def run_exit_function_at_exit():
