@@ -28,8 +28,12 @@ CASES = {
     "burst": "per start, in a burst of starts back to back",
     "faults": "page faults a child takes on its way to the target",
     "cpu": "CPU time of the whole tree per no-op child (throughput batch)",
+    "argstart": "start() with a numpy array argument until the parent reads "
+                "a byte the child's target wrote",
+    "arguss": "private memory (USS) of a child that read all of a numpy "
+              "array argument",
 }
-UNITS = {"uss": "kB", "faults": "faults"}
+UNITS = {"uss": "kB", "faults": "faults", "arguss": "kB"}
 BURST = 8               # starts per burst sample
 
 
@@ -46,7 +50,7 @@ def supports(case, spec):
         # N bare forks, at most 2 alive: the floor of a process per task.
         return name in (RAW, "fork", "warmfork") or sys.version_info >= (
             3, 11)
-    if case in ("uss", "faults"):
+    if case in ("uss", "faults", "argstart", "arguss"):
         return name != RAW
     return True
 
@@ -73,6 +77,10 @@ def sample(case, ctx, opts, target=None):
         return _faults(ctx)
     if case == "cpu":
         return _cpu_per_child(ctx, opts["procs"], opts["alive"])
+    if case == "argstart":
+        return _arg_start(ctx, opts["arg"])
+    if case == "arguss":
+        return _uss(ctx, payloads.report_uss_after_reading, opts["arg"])
     raise ValueError(f"unknown case {case!r}")
 
 
@@ -208,9 +216,27 @@ def _executor(ctx, tasks):
     return time.perf_counter_ns() - t0
 
 
-def _uss(ctx):
+def _arg_start(ctx, arg):
+    """_start with an argument: the same array each time, as a dataset goes
+    to each DataLoader worker."""
     parent_r, child_w = ctx.Pipe(duplex=False)
-    p = ctx.Process(target=payloads.report_uss, args=(child_w,))
+    p = ctx.Process(target=payloads.send_byte, args=(child_w, arg))
+    try:
+        t0 = time.perf_counter_ns()
+        p.start()
+        parent_r.recv_bytes()
+        t1 = time.perf_counter_ns()
+        p.join()
+    finally:
+        parent_r.close()
+        child_w.close()
+    _check(p)
+    return t1 - t0
+
+
+def _uss(ctx, target=payloads.report_uss, *args):
+    parent_r, child_w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=target, args=(child_w,) + args)
     try:
         p.start()
         kb = parent_r.recv()

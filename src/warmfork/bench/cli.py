@@ -37,6 +37,9 @@ def _parser():
     p.add_argument("--mem-mb", type=lambda t: tuple(int(x) for x in _csv(t)),
                    help="parent sizes for the memory figure (default "
                    "512,2048)")
+    p.add_argument("--arg-mb", type=lambda t: tuple(int(x) for x in _csv(t)),
+                   help="numpy argument sizes for the args figure (default "
+                   "1,50,200; --quick: 1,50)")
     p.add_argument("--target-method", default="warmfork",
                    help="method whose targets are checked (default warmfork)")
     p.add_argument("--json", metavar="PATH", help="write all samples as JSON")
@@ -54,6 +57,10 @@ def _settings(args):
         s.script_rounds = max(1, min(s.script_rounds, args.rounds))
     if args.mem_mb:
         s.mems = args.mem_mb
+    if args.arg_mb:
+        s.arg_mbs = args.arg_mb
+    if args.rounds is not None:
+        s.arg_rounds = max(1, min(s.arg_rounds, args.rounds))
     return s
 
 
@@ -84,7 +91,8 @@ def main(argv=None):
     meta = {"python": platform.python_version(), "cpus": os.cpu_count(),
             "platform": platform.platform(), "elapsed_s":
             time.monotonic() - t0, "methods": specs,
-            "quick": args.quick, "settings": vars(s) | {"mems": list(s.mems)},
+            "quick": args.quick, "settings": vars(s) | {
+                "mems": list(s.mems), "arg_mbs": list(s.arg_mbs)},
             "workers": [{"group": g.name, "pid": d["pid"], "mem_mb":
                          d["mem_mb"], "rss_kb": d["rss_kb"], "imports":
                          d["imports"]} for g, d in results]}

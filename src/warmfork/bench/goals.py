@@ -19,6 +19,12 @@ def _biggest_mem(rows):
     return max(mems) if mems else None
 
 
+def _biggest_arg(rows):
+    mbs = [r["arg_mb"] for r in rows
+           if r["figure"].startswith("start+arg@")]
+    return max(mbs) if mbs else None
+
+
 def evaluate(rows, m="warmfork"):
     """Return one dict per target: name, value, op, limit, status."""
     def p(fig, meth, by_base=False):
@@ -52,6 +58,16 @@ def evaluate(rows, m="warmfork"):
         (f"executor {m} / fork pool, workers reused", "<=", 3.0,
          quot(p("executor", m), p("executor", "fork"))),
     ]
+    arg = _biggest_arg(rows)
+    if arg:                 # issue 11's, only when the "args" figure ran
+        fig = f"start+arg@{arg}MB"
+        goals += [
+            (f"start with a {arg} MB array {m} / fork", "<=", 1.5,
+             quot(p(fig, m, by_base=True), p(fig, "fork"))),
+            (f"start with a {arg} MB array {m} / forkserver", "<=", 0.1,
+             quot(p(fig, m, by_base=True), p(fig, "forkserver",
+                                               by_base=True))),
+        ]
     out = []
     for name, op, limit, value in goals:
         if value is None:

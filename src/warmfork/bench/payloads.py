@@ -6,7 +6,8 @@ must be importable.  Cases that only need a byte use the bound method
 this package.
 """
 
-__all__ = ["uss_kb", "report_uss", "touch_numpy", "report_faults", "stamp"]
+__all__ = ["uss_kb", "report_uss", "touch_numpy", "report_faults", "stamp",
+           "send_byte", "report_uss_after_reading"]
 
 
 def uss_kb(pid="self"):
@@ -55,4 +56,17 @@ def report_faults(conn):
     child = sys.modules.get("warmfork.child")
     start = getattr(child, "faults_at_start", None) if child else None
     conn.send(faults - (start or 0))
+    conn.close()
+
+
+def send_byte(conn, arg):
+    """The start case's target, given an argument it does not touch."""
+    conn.send_bytes(b"x")
+
+
+def report_uss_after_reading(conn, arr):
+    """Read all of arr (as a worker reads its dataset), then send this
+    process's USS in kB."""
+    float(arr.sum())
+    conn.send(uss_kb())
     conn.close()

@@ -14,8 +14,8 @@ from .methods import RAW
 __all__ = ["Settings", "Group", "SELECTABLE", "build"]
 
 SELECTABLE = ("start", "burst", "faults", "roundtrip", "throughput", "cpu",
-              "pool", "executor", "memory", "numpy", "uss", "script")
-NEEDS_NUMPY = ("numpy", "uss", "script")
+              "pool", "executor", "memory", "numpy", "uss", "script", "args")
+NEEDS_NUMPY = ("numpy", "uss", "script", "args")
 # Preloaded for the numpy figures: numpy, and the module of the USS target.
 NUMPY_PRELOAD = "numpy+warmfork.bench.payloads"
 
@@ -31,11 +31,16 @@ class Settings:
     alive: int = 8
     tasks: int = 200
     mems: tuple = (512, 2048)
+    # A numpy argument of each size (figure "args"); spawn and forkserver
+    # take ~1.5 s per start at 200 MB here, hence fewer rounds.
+    arg_mbs: tuple = (1, 50, 200)
+    arg_rounds: int = 9
+    arg_warmup: int = 2     # warmfork: 1st start copies, 2nd compares
 
     @classmethod
     def quick(cls):
         return cls(rounds=6, script_rounds=3, batch_rounds=1, warmup=1,
-                   procs=100, tasks=40)
+                   procs=100, tasks=40, arg_mbs=(1, 50), arg_rounds=3)
 
 
 @dataclasses.dataclass
@@ -47,17 +52,22 @@ class Group:
     imports: tuple = ()
     script: bool = False
     rounds: int = 0
+    arg_mb: int = 0
+    warmup: int = None      # None: the settings' warmup
 
     def worker_args(self, s):
+        warmup = s.warmup if self.warmup is None else self.warmup
         args = ["--cases", ",".join(self.figures),
                 "--methods", ",".join(self.methods),
-                "--rounds", str(self.rounds), "--warmup", str(s.warmup),
+                "--rounds", str(self.rounds), "--warmup", str(warmup),
                 "--batch-rounds", str(s.batch_rounds),
                 "--batch-cap", f"spawn={s.spawn_batch_rounds}",
                 "--mem-mb", str(self.mem_mb), "--procs", str(s.procs),
                 "--alive", str(s.alive), "--tasks", str(s.tasks)]
         for name in self.imports:
             args += ["--import", name]
+        if self.arg_mb:
+            args += ["--arg-mb", str(self.arg_mb)]
         return args
 
 
@@ -103,6 +113,14 @@ def build(s, methods, selected, have_numpy):
             specs.remove(RAW)
         groups.append(Group("numpy", numpy_cases, specs, imports=("numpy",),
                             rounds=s.rounds))
+    if "args" in sel:
+        # One fresh parent per size; numpy preloaded, as in "numpy".
+        for mb in s.arg_mbs:
+            groups.append(Group(
+                f"arg {mb} MB", {"argstart": f"start+arg@{mb}MB",
+                                 "arguss": f"uss+arg@{mb}MB"},
+                _preloaded(methods, NUMPY_PRELOAD), imports=("numpy",),
+                rounds=s.arg_rounds, arg_mb=mb, warmup=s.arg_warmup))
     if "script" in sel:
         fam = [m for m in methods if m in ("forkserver", "warmfork")]
         # Until the 2025 fix on the 3.13/3.14 branches (gh-126631, gh-137996)

@@ -42,6 +42,12 @@ def _title(figure, row):
         return "private memory (USS) per child, numpy preloaded"
     if figure == "script":
         return "realistic script: __main__ imports numpy, target uses it"
+    if figure.startswith("start+arg@"):
+        return (f"start latency with a {row['arg_mb']} MB numpy array "
+                "argument, the same array each start")
+    if figure.startswith("uss+arg@"):
+        return (f"private memory (USS) of a child that read all of a "
+                f"{row['arg_mb']} MB numpy array argument")
     return figure
 
 
@@ -62,6 +68,7 @@ def assemble(results):
             figure = group.figures[r["case"]]
             rows.append(dict(r, figure=figure, group=group.name,
                              mem_mb=data["mem_mb"], rss_kb=data["rss_kb"],
+                             arg_mb=data.get("arg_mb", 0),
                              stats=stats.summarize(r["samples"])))
     p50 = {(r["figure"], r["method"]): r["stats"].get("p50") for r in rows}
     for r in rows:
@@ -120,6 +127,8 @@ def table(rows, goals, notes=(), meta=None):
         note = ""
         if r["case"] in ("throughput", "pool", "executor") and s.get("p50"):
             note = f"{r['procs'] / (s['p50'] / 1e9):.0f} procs/s"
+        elif r.get("first") is not None:
+            note = f"first start {fmt_value(r['first'], u)}"
         out.append(f"  {_label(r):<42} {fmt_value(s.get('p50'), u):>9}"
                    f" {fmt_value(s.get('p90'), u):>9}"
                    f" {fmt_value(s.get('p99'), u):>9} {s['n']:>4}"

@@ -59,6 +59,9 @@ def _parse(argv):
     p.add_argument("--procs", type=int, default=500)
     p.add_argument("--alive", type=int, default=8)
     p.add_argument("--tasks", type=int, default=200)
+    p.add_argument("--arg-mb", type=int, default=0,
+                   help="numpy array (float64, every page written) passed to "
+                   "the argstart and arguss children")
     return p.parse_args(argv)
 
 
@@ -66,13 +69,15 @@ def _progress(case, done, total):
     print(f"@progress {case} {done} {total}", file=sys.stderr, flush=True)
 
 
-def _measure(case, specs, contexts, args, caps, target):
-    opts = {"procs": args.procs, "alive": args.alive, "tasks": args.tasks}
+def _measure(case, specs, contexts, args, caps, target, arg=None):
+    opts = {"procs": args.procs, "alive": args.alive, "tasks": args.tasks,
+            "arg": arg}
     batch = case in ("throughput", "cpu", "pool", "executor")
     rounds = args.batch_rounds if batch else args.rounds
     # A batch is too long to repeat for warm-up: warm up with round trips.
     warm_case = "roundtrip" if batch else case
     samples = {spec: [] for spec in specs}
+    first = {}
     want = {s: min(rounds, caps.get(s, rounds)) if batch else rounds
             for s in specs}
     total = args.warmup + rounds
@@ -84,10 +89,11 @@ def _measure(case, specs, contexts, args, caps, target):
                 continue
             value = cases.sample(case if measured else warm_case,
                                  contexts[spec], opts, target)
+            first.setdefault(spec, value)
             if measured:
                 samples[spec].append(value)
         _progress(case, i + 1, total)
-    return samples
+    return samples, first
 
 
 def main(argv=None, target=None):
@@ -102,22 +108,35 @@ def main(argv=None, target=None):
             for k, _, v in (c.partition("=") for c in args.batch_cap)}
     contexts = {s: None if methods.base(s) == methods.RAW
                 else methods.make_context(s) for s in specs}
+    arg = None
+    if args.arg_mb:
+        import numpy
+        arg = numpy.arange((args.arg_mb << 20) // 8, dtype=numpy.float64)
+        # Start the servers now, so that the first start with the array
+        # (kept as "first": warmfork copies it then) is only that.
+        for spec in specs:
+            if contexts[spec] is not None:
+                cases.sample("roundtrip", contexts[spec], {})
     out = {"pid": os.getpid(), "mem_mb": args.mem_mb, "rss_kb": rss_kb(),
            "imports": args.imports, "python": sys.version.split()[0],
-           "rows": []}
+           "arg_mb": args.arg_mb, "rows": []}
     for case in [c for c in args.cases.split(",") if c]:
         here = [s for s in specs if cases.supports(case, s)]
         gc.collect()
-        samples = _measure(case, here, contexts, args, caps, target)
+        samples, first = _measure(case, here, contexts, args, caps, target,
+                                  arg)
         for spec in here:
-            out["rows"].append({
+            row = {
                 "case": case, "method": spec,
                 "unit": cases.UNITS.get(case, "ns"),
                 "samples": samples[spec],
                 "procs": args.procs if case in ("throughput", "cpu") else
                 args.tasks if case in ("pool", "executor") else 1,
                 "alive": args.alive,
-            })
+            }
+            if case == "argstart":
+                row["first"] = first[spec]   # warmfork copies the array here
+            out["rows"].append(row)
     json.dump(out, sys.stdout)
     sys.stdout.write("\n")
     sys.stdout.flush()
