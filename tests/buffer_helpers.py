@@ -104,6 +104,10 @@ def store(arr):
     _stored = arr
 
 
+def total(arr):
+    return float(arr.sum())
+
+
 def stored_sum(_):
     return float(_stored.sum()), os.getpid()
 

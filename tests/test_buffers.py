@@ -321,6 +321,19 @@ def test_pool_initializer_args_are_copied_once():
 
 
 @needs_numpy
+def test_executor_task_arguments_go_as_memfds():
+    # warmfork.Executor runs each task in a new child: its arguments are
+    # part of a process object.
+    a = np.arange(2 * MB // 8, dtype=np.float64)
+    s = Stats()
+    with warmfork.Executor(2) as ex:
+        sums = [f.result(30) for f in [ex.submit(bh.total, a)
+                                       for _ in range(3)]]
+    assert sums == [float(a.sum())] * 3
+    assert s["copied"] == 1 and s.reused == 2
+
+
+@needs_numpy
 def test_starts_from_two_threads_at_once():
     a = np.arange(2 * MB // 8, dtype=np.float64)
     results = []
