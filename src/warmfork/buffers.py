@@ -64,7 +64,7 @@ import weakref
 try:
     import ctypes
 except ImportError:                 # a Python built without _ctypes
-    ctypes = None
+    ctypes = None               # type: ignore[assignment]
 
 __all__ = ["DEFAULT_THRESHOLD", "set_threshold", "get_threshold",
            "set_cache_limit", "allow_type", "dump", "is_table", "receive",
@@ -92,7 +92,7 @@ _threshold = (DEFAULT_THRESHOLD if ctypes is not None
 _cache_limit = None                 # None: a quarter of MemTotal, read lazily
 _allowed = {bytearray, mmap.mmap}   # + array.array, numpy.ndarray: lazily
 _lock = threading.RLock()
-_stats = collections.Counter()
+_stats: "collections.Counter[str]" = collections.Counter()
 
 
 def set_threshold(nbytes):
@@ -399,11 +399,11 @@ class _Entry:
         self.view = None                # _Map of the copy
 
 
-_cache = collections.OrderedDict()      # (address, nbytes) -> _Entry
+_cache: "collections.OrderedDict[tuple, _Entry]" = collections.OrderedDict()
 _cache_bytes = 0
-_dead = []                              # keys whose owner died
+_dead: list = []                        # keys whose owner died
 # Mappings received as a child: id(mmap) -> (address, size, memfd, base).
-_received = {}
+_received: dict = {}
 
 
 def _on_owner_death(entry_ref):
@@ -753,7 +753,7 @@ def _pickler_class(with_numpy):
     return NumpyBufferPickler
 
 
-_picklers = {}
+_picklers: dict = {}
 
 
 def dump(process_obj, popen):

@@ -7,6 +7,7 @@ came from.
 """
 
 import dataclasses
+from typing import Optional
 import sys
 
 from .methods import RAW
@@ -53,7 +54,7 @@ class Group:
     script: bool = False
     rounds: int = 0
     arg_mb: int = 0
-    warmup: int = None      # None: the settings' warmup
+    warmup: Optional[int] = None      # None: the settings' warmup
 
     def worker_args(self, s):
         warmup = s.warmup if self.warmup is None else self.warmup
