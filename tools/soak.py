@@ -422,6 +422,11 @@ def supervise(args):
         counts, flat, problems = check(result, markers, left - from_killed)
         if phase != "chaos" and relaunches:
             problems["stdlib tracker"] = [relaunches]
+        if len(result["records"]) != args.starts:
+            # A driving thread died (its traceback is in the log): its
+            # starts were never checked.
+            problems["starts"] = ["%d of %d recorded; log: %s" % (
+                len(result["records"]), args.starts, log_path)]
         if servers_left:
             problems["servers"] = servers_left
         report[phase] = {"counts": counts, "flat": flat,

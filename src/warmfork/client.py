@@ -336,6 +336,11 @@ def server_for(preload, pool_size, warm_up, replacing=None):
                 raise
             from . import stdlib_tracker
             stdlib_tracker.adopt(server, replacing)
+        elif replacing is not None:
+            # Another thread replaced the dead server first: the tracker
+            # must move to the live one all the same.
+            from . import stdlib_tracker
+            stdlib_tracker.adopt(server, replacing)
         return server
 
 

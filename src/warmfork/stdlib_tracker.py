@@ -9,6 +9,7 @@ in CPython 3.9-3.14: ``_resource_tracker``, ``_fd``, ``_pid``, ``_lock``,
 ``ensure_running``, ``_check_alive``, ``_stop``.
 """
 import os
+import threading
 import warnings
 
 from multiprocessing import get_start_method, resource_tracker
@@ -18,6 +19,7 @@ __all__ = ["is_running", "current_fd", "adopt", "install_hooks",
 
 _tracker = resource_tracker._resource_tracker
 _adopted = {"server": None, "fd": None}     # our server, and its fd here
+_replacing = threading.Lock()
 
 
 def is_running():
@@ -34,21 +36,24 @@ def adopt(server, replacing=None):
     """Make ``server`` this process's resource tracker, if none runs yet,
     or if the one we adopted before was ``replacing`` (it died)."""
     with _tracker._lock:
-        # Let go of the dead server's channel, but only if it is still the
-        # one in use: a tracker the stdlib launched meanwhile holds names
-        # of live processes, and closing its fd would make it unlink them.
-        if (_tracker._fd is not None and replacing is not None
-                and _adopted["server"] is replacing
-                and _tracker._fd == _adopted["fd"]):
-            os.close(_tracker._fd)
-            _tracker._fd = None
         if _tracker._fd is None:
             _tracker._fd = os.dup(server.tracker_fd)
-            # The tracker is the server: tests and tools signal it by this
-            # pid, as they do the stdlib's tracker (our _stop never waits).
-            _tracker._pid = server.pid
-            _adopted.update(server=server, fd=_tracker._fd)
-            _hook_stop()
+        elif (replacing is not None and _adopted["server"] is replacing
+              and _tracker._fd == _adopted["fd"]):
+            # The same fd number, now on the new channel: the stdlib's
+            # _send writes to _fd outside its lock, so a thread that read
+            # the number a moment ago must find a live channel there, not
+            # None or a closed (or reused) fd.  A tracker the stdlib
+            # launched meanwhile has another fd and is left alone: closing
+            # it would make it unlink names of live processes.
+            os.dup2(server.tracker_fd, _tracker._fd, inheritable=False)
+        else:
+            return
+        # The tracker is the server: tests and tools signal it by this pid,
+        # as they do the stdlib's tracker (our _stop never waits).
+        _tracker._pid = server.pid
+        _adopted.update(server=server, fd=_tracker._fd)
+        _hook_stop()
 
 
 def _hook_stop():
@@ -85,12 +90,13 @@ def install_hooks(start_tracking, replace_server):
     stdlib_ensure_running = _tracker.ensure_running
 
     def ensure_running():
-        dead = _forget_if_dead()
-        if dead is not None:
-            warnings.warn("resource_tracker: process died unexpectedly, "
-                          "relaunching.  Some resources might leak.")
-            replace_server(dead)
-            return None
+        with _replacing:            # one thread replaces; others wait
+            dead = _adopted_if_dead()
+            if dead is not None:
+                warnings.warn("resource_tracker: process died unexpectedly, "
+                              "relaunching.  Some resources might leak.")
+                replace_server(dead)
+                return None
         if (_tracker._fd is None
                 and get_start_method(allow_none=True) == "warmfork"):
             start_tracking()
@@ -98,18 +104,15 @@ def install_hooks(start_tracking, replace_server):
     _tracker.ensure_running = ensure_running
 
 
-def _forget_if_dead():
-    """If the server we adopted no longer reads its channel (the probe
-    gets EPIPE), let go of it and return it; else None."""
+def _adopted_if_dead():
+    """The server we adopted, if it no longer reads its channel (the probe
+    gets EPIPE); else None.  Its fd stays in place for adopt() to point at
+    the replacement."""
     with _tracker._lock:
         server = _adopted["server"]
         if (server is None or _tracker._fd != _adopted["fd"]
                 or _tracker._check_alive()):
             return None
-        os.close(_tracker._fd)
-        _tracker._fd = None
-        _tracker._pid = None
-        _adopted.update(server=None, fd=None)
         return server
 
 
