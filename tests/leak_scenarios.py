@@ -19,6 +19,7 @@ import sys
 import time
 
 import procinfo
+from procinfo import wait_until
 
 SCENARIOS = {
     "0": "control: nobody killed, all clean up",
@@ -186,15 +187,6 @@ def watch(names, keep_going):
             gone |= missing
         time.sleep(0.02)
     return sorted(gone)
-
-
-def wait_until(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def run(method, scenario, variant, workdir, python=sys.executable):

@@ -43,6 +43,16 @@ def alive(pid, start=None):
             and (start is None or st.start == start))
 
 
+def wait_until(predicate, timeout=10.0):
+    """Poll predicate until true or timeout; whether it became true."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def wait_gone(pid, timeout=30):
     """Wait until pid is gone or a zombie; whether it is."""
     deadline = time.monotonic() + timeout

@@ -32,6 +32,8 @@ import pytest
 
 import warmfork
 from warmfork import client, context, core
+
+from procinfo import wait_until
 from warmfork.core import lib
 
 import fault_targets
@@ -69,15 +71,6 @@ def children(pid):
             if st and st[1] == pid and st[0] != "Z":
                 out.append(int(entry))
     return out
-
-
-def wait_until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def cpu_seconds(pid):

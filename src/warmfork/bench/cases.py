@@ -85,11 +85,17 @@ def sample(case, ctx, opts, target=None):
 
 
 def _start(ctx, target):
+    return _timed_start(ctx, target)
+
+
+def _timed_start(ctx, target, *args):
+    """start() until the parent reads the byte the child's target sends
+    (``target(conn, *args)``; None: the connection's own send_bytes)."""
     parent_r, child_w = ctx.Pipe(duplex=False)
     if target is None:
         p = ctx.Process(target=child_w.send_bytes, args=(b"x",))
     else:
-        p = ctx.Process(target=target, args=(child_w,))
+        p = ctx.Process(target=target, args=(child_w,) + args)
     try:
         t0 = time.perf_counter_ns()
         p.start()
@@ -219,19 +225,7 @@ def _executor(ctx, tasks):
 def _arg_start(ctx, arg):
     """_start with an argument: the same array each time, as a dataset goes
     to each DataLoader worker."""
-    parent_r, child_w = ctx.Pipe(duplex=False)
-    p = ctx.Process(target=payloads.send_byte, args=(child_w, arg))
-    try:
-        t0 = time.perf_counter_ns()
-        p.start()
-        parent_r.recv_bytes()
-        t1 = time.perf_counter_ns()
-        p.join()
-    finally:
-        parent_r.close()
-        child_w.close()
-    _check(p)
-    return t1 - t0
+    return _timed_start(ctx, payloads.send_byte, arg)
 
 
 def _uss(ctx, target=payloads.report_uss, *args):
