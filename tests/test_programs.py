@@ -15,6 +15,8 @@ import time
 
 import pytest
 
+import procinfo
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -32,20 +34,13 @@ def run(args, cwd, timeout=60, **kwargs):
 
 
 def gone(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(") ", 1)[1][0] == "Z"
-    except FileNotFoundError:
-        return True
+    return not procinfo.alive(pid)
 
 
 def wait_gone(pids, timeout):
-    deadline = time.monotonic() + timeout
-    while not all(gone(pid) for pid in pids):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+    """Wait until every pid has exited (gone or a zombie)."""
+    return procinfo.wait_until(
+        lambda: not any(procinfo.alive(pid) for pid in pids), timeout)
 
 
 def shm_path(name):
