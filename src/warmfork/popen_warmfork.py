@@ -154,10 +154,9 @@ class Popen(popen_fork.Popen):
         for attempt in range(3):
             server = own_server or default_server()
             try:
-                buf = _dump_preparation(data, server, self)
-                buf.write(obj)
+                prep = _dump_preparation(data, server, self).getvalue()
                 data_w = self._start_on(server, process_obj)
-                self._send_data(data_w, buf)
+                self._send_data(data_w, (prep, obj))
                 break
             except client.ServerGone:
                 # The request may have reached the dead server, and its
@@ -179,22 +178,21 @@ class Popen(popen_fork.Popen):
                 if attempt == 2:
                     raise
         del held
-        # Keep a duplicate of the data pipe's write end: the child watches
-        # it to tell whether its parent is alive (parent_process()).
-        parent_w = os.dup(data_w)
-        os.close(data_w)
+        # Keep the data pipe's write end open: the child watches it to tell
+        # whether its parent is alive (parent_process()).
         self.finalizer = util.Finalize(self, util.close_fds,
-                                       (parent_w, self.sentinel))
+                                       (data_w, self.sentinel))
 
-    def _send_data(self, data_w, buf):
+    def _send_data(self, data_w, chunks):
         """Write the pickle to the child.  EPIPE means the child exited
         before it read a byte (or never got the pipe: its server died
         between reply and hand-off): close this try's pipes and raise
         StartLost, which a retry may follow."""
         try:
-            view = memoryview(buf.getvalue())
-            while view:
-                view = view[os.write(data_w, view):]
+            for chunk in chunks:        # no joined copy of the pickle
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(data_w, view):]
         except BrokenPipeError:
             pid = self.pid
             os.close(data_w)
