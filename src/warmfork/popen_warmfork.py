@@ -154,9 +154,10 @@ class Popen(popen_fork.Popen):
         for attempt in range(3):
             server = own_server or default_server()
             try:
-                prep = _dump_preparation(data, server, self).getvalue()
+                buf = _dump_preparation(data, server, self)
+                buf.write(obj)
                 data_w = self._start_on(server, process_obj)
-                self._send_data(data_w, (prep, obj))
+                self._send_data(data_w, buf)
                 break
             except client.ServerGone:
                 # The request may have reached the dead server, and its
@@ -178,21 +179,22 @@ class Popen(popen_fork.Popen):
                 if attempt == 2:
                     raise
         del held
-        # Keep the data pipe's write end open: the child watches it to tell
-        # whether its parent is alive (parent_process()).
+        # Keep a duplicate of the data pipe's write end: the child watches
+        # it to tell whether its parent is alive (parent_process()).
+        parent_w = os.dup(data_w)
+        os.close(data_w)
         self.finalizer = util.Finalize(self, util.close_fds,
-                                       (data_w, self.sentinel))
+                                       (parent_w, self.sentinel))
 
-    def _send_data(self, data_w, chunks):
+    def _send_data(self, data_w, buf):
         """Write the pickle to the child.  EPIPE means the child exited
         before it read a byte (or never got the pipe: its server died
         between reply and hand-off): close this try's pipes and raise
         StartLost, which a retry may follow."""
         try:
-            for chunk in chunks:        # no joined copy of the pickle
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(data_w, view):]
+            view = memoryview(buf.getvalue())
+            while view:
+                view = view[os.write(data_w, view):]
         except BrokenPipeError:
             pid = self.pid
             os.close(data_w)
